@@ -1,0 +1,102 @@
+"""One model per message. Fields may be added; none may be removed or change meaning."""
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+
+
+class Message(BaseModel):
+    # Unknown fields are ignored so a newer sender never breaks an older worker.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class OrderLine(Message):
+    sku: str = Field(min_length=1, max_length=64)
+    quantity: PositiveInt
+
+
+class SagaOrder(Message):
+    """The order as the saga carries it from step to step (no payment credentials)."""
+
+    order_id: str = Field(min_length=1, max_length=64)
+    customer_email: str = Field(min_length=3, max_length=320)
+    items: list[OrderLine] = Field(min_length=1)
+    total_cents: int = Field(ge=0)
+    currency: str = Field(min_length=3, max_length=3)
+
+
+# --- the forward chain: each step's output is the next step's input -------------------------
+
+class AuthorizePayment(Message):
+    """Input of `payment.authorize`, the first step."""
+
+    order: SagaOrder
+    payment_token: str = Field(min_length=1)
+
+
+class PaymentAuthorized(Message):
+    """Output of `payment.authorize`, input of `inventory.reserve`."""
+
+    order: SagaOrder
+    authorization_id: str
+    amount_cents: int
+
+
+class StockReserved(Message):
+    """Output of `inventory.reserve`, input of `notify.order_confirmed`."""
+
+    order: SagaOrder
+    authorization_id: str
+    reservation_id: str
+
+
+class MailSent(Message):
+    """Output of `notify.order_confirmed` and `notify.order_failed`, the end of the line."""
+
+    order_id: str
+    kind: Literal["confirmation", "failure_notice"]
+    message_id: str
+
+
+# --- compensations and the failure notice, sent by the saga ---------------------------------
+
+class RefundPayment(Message):
+    order_id: str = Field(min_length=1, max_length=64)
+
+
+class ReleaseStock(Message):
+    order_id: str = Field(min_length=1, max_length=64)
+
+
+class SendFailureNotice(Message):
+    order: SagaOrder
+    reason: str
+    refunded: bool = False
+
+
+# --- replies to the saga worker --------------------------------------------------------------
+
+StepStatus = Literal["succeeded", "failed", "retrying"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class StepReply(Message):
+    """What a step tells the saga: sent to queue `saga` after its effect is committed."""
+
+    order_id: str
+    step: str
+    status: StepStatus
+    reason: str | None = None
+    attempt: int = 1
+    at: datetime = Field(default_factory=utcnow)
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class StepFailed(Message):
+    """The errback's message: a step raised and Celery gave up on it."""
+
+    order_id: str
+    step: str

@@ -1,0 +1,46 @@
+"""The Celery settings every app must share. Redis keeps no delivery count and no dead-letter
+exchange, so these are the settings that make delivery at-least-once (see CELERY_NOTES.md)."""
+from typing import Any
+
+from celery import Celery
+
+from contracts.names import Queue, queue_of
+
+# A message a worker took but did not ack comes back after this many seconds. It must exceed the
+# longest task plus the longest retry countdown (MAX_RETRY_COUNTDOWN_S), or a healthy task runs
+# twice; and every app on one Redis DB must use the same value (the shortest wins).
+VISIBILITY_TIMEOUT_S = 600
+MAX_RETRY_COUNTDOWN_S = 60
+
+
+def route_by_namespace(name: str, args: Any, kwargs: Any, options: Any, task: Any = None,
+                       **kw: Any) -> dict[str, str] | None:
+    try:
+        return {"queue": queue_of(name)}
+    except ValueError:
+        return None
+
+
+def make_app(main: str, broker_url: str) -> Celery:
+    app = Celery(main, broker=broker_url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        result_backend=None,
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        task_routes=(route_by_namespace,),
+        task_create_missing_queues=True,
+        task_default_queue=Queue.SAGA if main == "saga" else "celery",
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_soft_shutdown_timeout=10.0,
+        worker_enable_soft_shutdown_on_idle=True,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        enable_utc=True,
+    )
+    return app

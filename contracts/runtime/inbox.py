@@ -1,0 +1,44 @@
+"""Run a step's effect at most once per (order, step), keyed in the service's own database."""
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from contracts.runtime.step import StepOutcome
+from contracts.runtime.store import inbox_get
+
+T = TypeVar("T")
+
+
+def once(sessions: sessionmaker, inbox: type, order_id: str, step: str,  # type: ignore[type-arg]
+         inside: Callable[[Session, T], StepOutcome],
+         outside: Callable[[], T] = lambda: None) -> StepOutcome:  # type: ignore[assignment,return-value]
+    """`outside` is the external call (gateway, SMTP), made before the transaction and made
+    idempotent by its own key; `inside` writes the effect, and the inbox row commits with it.
+    A repeat finds the row and gets the stored outcome back, with no second effect."""
+    stored = _stored(sessions, inbox, order_id, step)
+    if stored is not None:
+        return stored
+    prepared = outside()
+    try:
+        with sessions.begin() as session:
+            stored_row = inbox_get(session, inbox, order_id, step)
+            if stored_row is not None:
+                return StepOutcome.model_validate(stored_row)
+            outcome = inside(session, prepared)
+            session.add(inbox(order_id=order_id, step=step, outcome=outcome.model_dump(mode="json")))
+    except IntegrityError:
+        # A duplicate delivery ran alongside us and committed first: its outcome is the one.
+        stored = _stored(sessions, inbox, order_id, step)
+        if stored is None:
+            raise
+        return stored
+    return outcome
+
+
+def _stored(sessions: sessionmaker, inbox: type, order_id: str, step: str  # type: ignore[type-arg]
+            ) -> StepOutcome | None:
+    with sessions.begin() as session:
+        row = inbox_get(session, inbox, order_id, step)
+    return None if row is None else StepOutcome.model_validate(row)

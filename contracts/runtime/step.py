@@ -1,0 +1,127 @@
+"""What every step does around its domain handler: check the payload at the door and dead-letter
+what fails the contract, retry transient trouble with backoff, tell the saga what happened, log one
+line, and stop the chain when the step failed for good."""
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from celery import Task as CeleryTask
+from celery.utils.time import get_exponential_backoff_interval
+from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy.orm import sessionmaker
+
+from contracts.messages import StepReply, StepStatus
+from contracts.names import Queue, Task
+from contracts.runtime.app import MAX_RETRY_COUNTDOWN_S
+
+log = logging.getLogger("saga.step")
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class StepOutcome(BaseModel):
+    """A step's result as stored in its inbox and reported to the saga."""
+
+    succeeded: bool
+    reason: str | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+    output: dict[str, Any] | None = None
+
+    @classmethod
+    def ok(cls, output: BaseModel | None = None, **detail: Any) -> "StepOutcome":
+        dumped = None if output is None else output.model_dump(mode="json")
+        return cls(succeeded=True, output=dumped, detail=detail)
+
+    @classmethod
+    def failed(cls, reason: str, **detail: Any) -> "StepOutcome":
+        return cls(succeeded=False, reason=reason, detail=detail)
+
+
+class RetryableError(Exception):
+    """Trouble that may pass (a gateway timeout, an SMTP outage): retried with backoff."""
+
+    #: the failure reason once the retries have run out
+    exhausted_reason = "unavailable"
+
+
+def order_id_of(payload: Any) -> str | None:
+    """Best effort, for logs and dead letters of payloads that failed validation."""
+    if not isinstance(payload, dict):
+        return None
+    candidate = payload.get("order_id")
+    if candidate is None and isinstance(payload.get("order"), dict):
+        candidate = payload["order"].get("order_id")
+    return candidate if isinstance(candidate, str) else None
+
+
+def log_step(**fields: Any) -> None:
+    level = logging.WARNING if fields.get("outcome") in ("failed", "dead_lettered") else logging.INFO
+    log.log(level, json.dumps(fields, default=str, sort_keys=False))
+
+
+@dataclass(frozen=True)
+class StepRunner:
+    """One per service: where its dead letters go and how its retries back off."""
+
+    session_factory: sessionmaker  # type: ignore[type-arg]
+    dead_letter_model: type
+    backoff_s: float = 1.0
+
+    def run(self, task: CeleryTask, payload: Any, schema: type[M],
+            handler: Callable[[M], StepOutcome]) -> dict[str, Any] | None:
+        started = time.monotonic()
+        attempt = task.request.retries + 1
+        order_id = order_id_of(payload)
+        try:
+            message = schema.model_validate(payload)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_context=False, include_input=False)
+            self.dead_letter(task.name, order_id, payload, str(exc))
+            outcome = StepOutcome.failed("invalid_message", errors=errors)
+        else:
+            try:
+                outcome = handler(message)
+            except RetryableError as exc:
+                if task.max_retries is None or task.request.retries < task.max_retries:
+                    countdown = get_exponential_backoff_interval(
+                        self.backoff_s, task.request.retries, MAX_RETRY_COUNTDOWN_S)
+                    self.tell(task, order_id, "retrying", attempt, None,
+                              {"error": str(exc), "retry_in_s": countdown})
+                    log_step(order_id=order_id, step=task.name, outcome="retrying",
+                             attempt=attempt, duration_ms=_ms(started), error=str(exc),
+                             retry_in_s=countdown)
+                    raise task.retry(exc=exc, countdown=countdown)
+                outcome = StepOutcome.failed(exc.exhausted_reason, error=str(exc), attempts=attempt)
+
+        status: StepStatus = "succeeded" if outcome.succeeded else "failed"
+        self.tell(task, order_id, status, attempt, outcome.reason, outcome.detail)
+        log_step(order_id=order_id, step=task.name, outcome=status, attempt=attempt,
+                 duration_ms=_ms(started), reason=outcome.reason)
+        if not outcome.succeeded:
+            # A failed step ends the forward chain quietly; the saga compensates from our reply.
+            task.request.chain = None
+            return None
+        return outcome.output
+
+    def tell(self, task: CeleryTask, order_id: str | None, status: StepStatus, attempt: int,
+             reason: str | None, detail: dict[str, Any]) -> None:
+        if order_id is None:
+            return  # nothing the saga could attach it to; the dead letter keeps it
+        reply = StepReply(order_id=order_id, step=task.name, status=status, reason=reason,
+                          attempt=attempt, detail=detail)
+        task.app.send_task(Task.STEP_RESULT, args=(reply.model_dump(mode="json"),),
+                           queue=Queue.SAGA)
+
+    def dead_letter(self, task_name: str, order_id: str | None, payload: Any, error: str) -> None:
+        with self.session_factory.begin() as session:
+            session.add(self.dead_letter_model(
+                task=task_name, order_id=order_id, error=error,
+                payload=json.dumps(payload, default=repr)))
+        log_step(order_id=order_id, step=task_name, outcome="dead_lettered", error=error)
+
+
+def _ms(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 1)

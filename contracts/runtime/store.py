@@ -1,0 +1,106 @@
+"""Database plumbing every service uses the same way: engine settings, the inbox that makes a
+step idempotent, the dead-letter table, and running Alembic migrations."""
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from alembic import command, context
+from alembic.config import Config
+from sqlalchemy import JSON, DateTime, Engine, MetaData, String, Text, create_engine, event, pool
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def make_engine(url: str) -> Engine:
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    path = url.split(":///", 1)[-1]
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+        # WAL + NORMAL: readers never block the writer and a commit costs no fsync.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(conn: Any) -> None:
+        # Take the write lock up front: a deferred transaction that later writes can fail with
+        # "database is locked" instead of waiting its turn.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class InboxMixin:
+    """One row per (order, step) handled, written in the same transaction as the step's effect:
+    a redelivered message finds it and returns the stored outcome instead of acting twice."""
+
+    order_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    step: Mapped[str] = mapped_column(String(64), primary_key=True)
+    outcome: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DeadLetterMixin:
+    """A message this service could not process, kept with its error so it can be re-driven."""
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    task: Mapped[str] = mapped_column(String(128))
+    order_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    payload: Mapped[str] = mapped_column(Text)
+    error: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    retried_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+def inbox_get(session: Session, model: type, order_id: str, step: str) -> dict[str, Any] | None:
+    row = session.get(model, (order_id, step))
+    return None if row is None else row.outcome
+
+
+def migrate(url: str, script_location: Path, revision: str = "head") -> None:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(script_location))
+    cfg.attributes["url"] = url
+    command.upgrade(cfg, revision)
+
+
+def revision(script_location: Path, message: str) -> None:
+    """Autogenerate a new revision by diffing the models against a scratch SQLite at head."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as scratch:
+        url = f"sqlite:///{scratch}/scratch.db"
+        migrate(url, script_location)
+        cfg = Config()
+        cfg.set_main_option("script_location", str(script_location))
+        cfg.attributes["url"] = url
+        command.revision(cfg, message=message, autogenerate=True)
+
+
+def downgrade(url: str, script_location: Path, revision: str = "base") -> None:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(script_location))
+    cfg.attributes["url"] = url
+    command.downgrade(cfg, revision)
+
+
+def run_migrations(metadata: MetaData) -> None:
+    """The body of every service's migrations/env.py (online mode only: we migrate live DBs)."""
+    url = context.config.attributes["url"]
+    engine = create_engine(url, poolclass=pool.NullPool)
+    with engine.connect() as connection:
+        context.configure(connection=connection, target_metadata=metadata,
+                          render_as_batch=url.startswith("sqlite"))
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()

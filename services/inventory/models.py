@@ -1,0 +1,35 @@
+from datetime import datetime
+
+from sqlalchemy import JSON, CheckConstraint, DateTime, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from contracts.runtime.store import DeadLetterMixin, InboxMixin, utcnow
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Stock(Base):
+    __tablename__ = "stock"
+    __table_args__ = (CheckConstraint("available >= 0", name="stock_never_negative"),)
+    sku: Mapped[str] = mapped_column(String(64), primary_key=True)
+    available: Mapped[int]
+
+
+class Reservation(Base):
+    __tablename__ = "reservations"
+    order_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reservation_id: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(16))  # reserved | released
+    lines: Mapped[dict[str, int]] = mapped_column(JSON)  # sku -> quantity
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Inbox(InboxMixin, Base):
+    __tablename__ = "inbox"
+
+
+class DeadLetter(DeadLetterMixin, Base):
+    __tablename__ = "dead_letters"

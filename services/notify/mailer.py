@@ -1,0 +1,60 @@
+"""Composing and sending the e-mail. SMTP trouble that may pass is retried by the step."""
+import smtplib
+from email.message import EmailMessage
+from email.utils import formatdate
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from contracts.messages import SagaOrder
+from contracts.runtime.step import RetryableError
+
+templates = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
+                        undefined=StrictUndefined, keep_trailing_newline=True)
+
+SUBJECTS = {
+    "confirmation": "Your order {order_id} is confirmed",
+    "failure_notice": "Your order {order_id} could not be completed",
+}
+WHY = {
+    "payment_declined": "your card was declined",
+    "payment_unavailable": "we could not reach the payment provider",
+    "out_of_stock": "an item is out of stock",
+}
+
+
+class SmtpUnavailable(RetryableError):
+    exhausted_reason = "mail_undeliverable"
+
+
+class MailRejected(Exception):
+    """The server refused the message for good (a bad recipient): retrying cannot help."""
+
+
+def compose(order: SagaOrder, kind: str, sender: str, reason: str | None = None,
+            refunded: bool = False) -> EmailMessage:
+    mail = EmailMessage()
+    mail["From"] = sender
+    mail["To"] = order.customer_email
+    mail["Subject"] = SUBJECTS[kind].format(order_id=order.order_id)
+    mail["Date"] = formatdate(localtime=False)
+    # the same Message-ID on a resend lets a receiving server drop the duplicate
+    mail["Message-ID"] = f"<{order.order_id}.{kind}@saga.localhost>"
+    why = WHY.get(reason or "", (reason or "").replace("_", " "))
+    mail.set_content(templates.get_template(f"{kind}.txt").render(
+        order=order, why=why, refunded=refunded))
+    return mail
+
+
+class SmtpMailer:
+    def __init__(self, host: str, port: int, timeout_s: float) -> None:
+        self.host, self.port, self.timeout_s = host, port, timeout_s
+
+    def send(self, mail: EmailMessage) -> None:
+        try:
+            with smtplib.SMTP(self.host, self.port, timeout=self.timeout_s) as smtp:
+                smtp.send_message(mail)
+        except smtplib.SMTPRecipientsRefused as exc:
+            raise MailRejected(str(exc)) from exc
+        except (OSError, smtplib.SMTPException) as exc:
+            raise SmtpUnavailable(f"SMTP {self.host}:{self.port}: {exc}") from exc

@@ -1,0 +1,48 @@
+from datetime import datetime
+
+from sqlalchemy import DateTime, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from contracts.runtime.store import DeadLetterMixin, InboxMixin, utcnow
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Payment(Base):
+    """An authorization this service holds for an order, and whether it was refunded."""
+
+    __tablename__ = "payments"
+    order_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    authorization_id: Mapped[str] = mapped_column(String(64), unique=True)
+    amount_cents: Mapped[int]
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(16))  # authorized | refunded
+    refund_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    refunded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SandboxCall(Base):
+    """The sandbox gateway's own ledger, one row per idempotency key (a real gateway keeps this
+    on its side; the sandbox keeps it here so tests can count charges from outside)."""
+
+    __tablename__ = "sandbox_gateway_calls"
+    idempotency_key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # authorize | refund
+    token: Mapped[str | None] = mapped_column(String(64))
+    amount_cents: Mapped[int]
+    attempts: Mapped[int] = mapped_column(default=0)
+    result: Mapped[str] = mapped_column(String(16))  # approved | declined | timeout | refunded
+    reference: Mapped[str | None] = mapped_column(String(64))
+    decline_code: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Inbox(InboxMixin, Base):
+    __tablename__ = "inbox"
+
+
+class DeadLetter(DeadLetterMixin, Base):
+    __tablename__ = "dead_letters"

@@ -1,0 +1,30 @@
+"""Celery entry points: validate at the door, call the handler, report. Nothing else."""
+from typing import Any
+
+from contracts.messages import AuthorizePayment, RefundPayment
+from contracts.names import Task
+from contracts.runtime.app import make_app
+from contracts.runtime.step import StepRunner
+from services.payment import handlers
+from services.payment.db import sessions
+from services.payment.gateway import SandboxGateway
+from services.payment.models import DeadLetter
+from services.payment.settings import get_settings
+
+settings = get_settings()
+app = make_app("payment", settings.redis_url)
+runner = StepRunner(sessions(), DeadLetter, settings.retry_backoff_s)
+gateway = SandboxGateway(sessions(), settings.gateway_latency_ms, settings.gateway_timeout_ms)
+
+
+@app.task(name=Task.AUTHORIZE_PAYMENT, bind=True, max_retries=settings.max_retries)
+def authorize(self: Any, payload: Any) -> dict[str, Any] | None:
+    return runner.run(self, payload, AuthorizePayment,
+                      lambda msg: handlers.authorize(msg, sessions(), gateway))
+
+
+# A refund is a compensation: it must not give up, so it retries until the gateway answers.
+@app.task(name=Task.REFUND_PAYMENT, bind=True, max_retries=None)
+def refund(self: Any, payload: Any) -> dict[str, Any] | None:
+    return runner.run(self, payload, RefundPayment,
+                      lambda msg: handlers.refund(msg, sessions(), gateway))
