@@ -3,6 +3,7 @@ import argparse
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 from celery import Celery
@@ -24,13 +25,17 @@ class ServiceCli:
     dead_letter_model: type
     seed: Callable[[sessionmaker], None] | None = None  # type: ignore[type-arg]
     default_concurrency: int = 8
+    worker_command: str = "worker"
+    package: str = ""  # for --help; services.<name> unless given
+    extend: Callable[[Any], None] | None = None  # adds process-specific subcommands
 
     def main(self, argv: Sequence[str] | None = None) -> int:
         args = self.parser().parse_args(argv)
         return int(args.run(args) or 0)
 
     def parser(self) -> argparse.ArgumentParser:
-        parser = argparse.ArgumentParser(prog=f"python -m {self.package}", description=self.description)
+        package = self.package or f"services.{self.name}"
+        parser = argparse.ArgumentParser(prog=f"python -m {package}", description=self.description)
         sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
         p = sub.add_parser("migrate", help="upgrade the database to the latest schema (and seed it)")
@@ -40,7 +45,7 @@ class ServiceCli:
         p.add_argument("-m", "--message", required=True)
         p.set_defaults(run=lambda a: revision(self.migrations, a.message))
 
-        p = sub.add_parser("worker", help=f"consume the '{self.name}' queue")
+        p = sub.add_parser(self.worker_command, help=f"consume the '{self.name}' queue")
         p.add_argument("--pool", default="threads", choices=["threads", "prefork", "solo"],
                        help="threads suits steps that wait on I/O (default: %(default)s)")
         p.add_argument("--concurrency", "-c", type=int, default=self.default_concurrency,
@@ -58,11 +63,9 @@ class ServiceCli:
         rt = dl.add_parser("retry", help="send a dead letter's payload to its task again")
         rt.add_argument("id", type=int)
         rt.set_defaults(run=self.retry_dead_letter)
+        if self.extend is not None:
+            self.extend(sub)
         return parser
-
-    @property
-    def package(self) -> str:
-        return f"services.{self.name}" if self.name != "saga" else "orchestrator"
 
     def migrate(self, _args: argparse.Namespace) -> None:
         migrate(self.database_url(), self.migrations)

@@ -6,7 +6,8 @@ from typing import Any
 
 from alembic import command, context
 from alembic.config import Config
-from sqlalchemy import JSON, DateTime, Engine, MetaData, String, Text, create_engine, event, pool
+from sqlalchemy import (JSON, DateTime, Engine, MetaData, String, Text, TypeDecorator,
+                        create_engine, event, pool)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 
@@ -34,11 +35,29 @@ def make_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin_immediate(conn: Any) -> None:
-        # Take the write lock up front: a deferred transaction that later writes can fail with
-        # "database is locked" instead of waiting its turn.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock up front: a deferred transaction that later writes can fail
+        # with "database is locked" instead of waiting its turn. Readers (see `reader`) don't.
+        readonly = conn.get_execution_options().get("readonly", False)
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def reader(engine: Engine) -> Engine:
+    """The same pool, for sessions that only read (a plain BEGIN on SQLite)."""
+    return engine.execution_options(readonly=True)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timestamps come back timezone-aware in UTC on every database (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value
 
 
 class InboxMixin:
@@ -48,7 +67,7 @@ class InboxMixin:
     order_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     step: Mapped[str] = mapped_column(String(64), primary_key=True)
     outcome: Mapped[dict[str, Any]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class DeadLetterMixin:
@@ -59,8 +78,8 @@ class DeadLetterMixin:
     order_id: Mapped[str | None] = mapped_column(String(64), index=True)
     payload: Mapped[str] = mapped_column(Text)
     error: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    retried_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    retried_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 def inbox_get(session: Session, model: type, order_id: str, step: str) -> dict[str, Any] | None:
@@ -94,13 +113,20 @@ def downgrade(url: str, script_location: Path, revision: str = "base") -> None:
     command.downgrade(cfg, revision)
 
 
+def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+    # migrations stay plain SQLAlchemy: they must not import our code, which will change
+    if type_ == "type" and isinstance(obj, UtcDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
+
+
 def run_migrations(metadata: MetaData) -> None:
     """The body of every service's migrations/env.py (online mode only: we migrate live DBs)."""
     url = context.config.attributes["url"]
     engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=metadata,
-                          render_as_batch=url.startswith("sqlite"))
+                          render_as_batch=url.startswith("sqlite"), render_item=_render_item)
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

@@ -1,9 +1,9 @@
 from datetime import datetime
 
-from sqlalchemy import JSON, CheckConstraint, DateTime, String
+from sqlalchemy import JSON, CheckConstraint, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from contracts.runtime.store import DeadLetterMixin, InboxMixin, utcnow
+from contracts.runtime.store import DeadLetterMixin, InboxMixin, UtcDateTime, utcnow
 
 
 class Base(DeclarativeBase):
@@ -23,8 +23,8 @@ class Reservation(Base):
     reservation_id: Mapped[str] = mapped_column(String(64), unique=True)
     status: Mapped[str] = mapped_column(String(16))  # reserved | released
     lines: Mapped[dict[str, int]] = mapped_column(JSON)  # sku -> quantity
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    released_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class Inbox(InboxMixin, Base):

@@ -1,9 +1,9 @@
 from datetime import datetime
 
-from sqlalchemy import DateTime, String
+from sqlalchemy import String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from contracts.runtime.store import DeadLetterMixin, InboxMixin, utcnow
+from contracts.runtime.store import DeadLetterMixin, InboxMixin, UtcDateTime, utcnow
 
 
 class Base(DeclarativeBase):
@@ -19,7 +19,7 @@ class Mail(Base):
     recipient: Mapped[str] = mapped_column(String(320))
     subject: Mapped[str] = mapped_column(String(255))
     message_id: Mapped[str] = mapped_column(String(255))
-    sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    sent_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class Inbox(InboxMixin, Base):

@@ -1,9 +1,9 @@
 from datetime import datetime
 
-from sqlalchemy import DateTime, String
+from sqlalchemy import String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from contracts.runtime.store import DeadLetterMixin, InboxMixin, utcnow
+from contracts.runtime.store import DeadLetterMixin, InboxMixin, UtcDateTime, utcnow
 
 
 class Base(DeclarativeBase):
@@ -20,8 +20,8 @@ class Payment(Base):
     currency: Mapped[str] = mapped_column(String(3))
     status: Mapped[str] = mapped_column(String(16))  # authorized | refunded
     refund_id: Mapped[str | None] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    refunded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    refunded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class SandboxCall(Base):
@@ -37,7 +37,7 @@ class SandboxCall(Base):
     result: Mapped[str] = mapped_column(String(16))  # approved | declined | timeout | refunded
     reference: Mapped[str | None] = mapped_column(String(64))
     decline_code: Mapped[str | None] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class Inbox(InboxMixin, Base):

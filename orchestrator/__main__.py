@@ -1,0 +1,40 @@
+import argparse
+import sys
+from typing import Any
+
+from contracts.runtime.cli import ServiceCli
+from orchestrator.catalog import seed
+from orchestrator.db import MIGRATIONS, sessions
+from orchestrator.models import DeadLetter
+from orchestrator.settings import get_settings
+
+
+def _app():  # type: ignore[no-untyped-def]
+    from orchestrator.tasks import app
+    return app
+
+
+def _serve(args: argparse.Namespace) -> None:
+    import uvicorn
+    settings = get_settings()
+    uvicorn.run("orchestrator.api:api", host=args.host or settings.api_host,
+                port=args.port or settings.api_port, workers=args.workers, log_level="info")
+
+
+def _api_command(sub: Any) -> None:
+    p = sub.add_parser("api", help="serve the HTTP API (API_HOST, API_PORT)")
+    p.add_argument("--host", help="default: $API_HOST or 127.0.0.1")
+    p.add_argument("--port", type=int, help="default: $API_PORT or 8000")
+    p.add_argument("--workers", type=int, default=1, help="uvicorn processes (default: 1)")
+    p.set_defaults(run=_serve)
+
+
+cli = ServiceCli(
+    name="saga", package="orchestrator", worker_command="saga-worker",
+    description="Order saga orchestrator: the HTTP API and the saga worker that drives each "
+                "order through payment, inventory and e-mail, compensating failures.",
+    database_url=lambda: get_settings().database_url, migrations=MIGRATIONS, app=_app,
+    sessions=sessions, dead_letter_model=DeadLetter, seed=seed, extend=_api_command)
+
+if __name__ == "__main__":
+    sys.exit(cli.main())

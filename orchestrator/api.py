@@ -1,0 +1,78 @@
+"""The HTTP API: POST /orders, GET /orders/{id}, GET /healthz (INTERFACE.md)."""
+import logging
+from collections.abc import Iterator
+from typing import Annotated
+
+import redis
+from fastapi import Depends, FastAPI, Header, HTTPException, Response
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from orchestrator import catalog, dispatch, orders
+from orchestrator.broker import app as celery_app
+from orchestrator.db import read_sessions, sessions
+from orchestrator.schemas import OrderIn, OrderOut, StepOut
+from orchestrator.settings import get_settings
+
+log = logging.getLogger("saga.api")
+api = FastAPI(title="Order saga", version="0.1.0",
+              description="Orders go payment → inventory → e-mail; failures are compensated.")
+broker_ping = redis.Redis.from_url(get_settings().redis_url, socket_timeout=1,
+                                   socket_connect_timeout=1)
+
+
+def read_session() -> Iterator[Session]:
+    with read_sessions()() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(read_session)]
+
+
+@api.post("/orders", status_code=202, response_model=OrderOut)
+def post_order(body: OrderIn, response: Response, session: SessionDep,
+               idempotency_key: Annotated[str | None, Header(max_length=255)] = None) -> OrderOut:
+    try:
+        placed = orders.place(sessions(), body, idempotency_key)
+    except catalog.UnknownSku as unknown:
+        raise RequestValidationError([{
+            "loc": ("body", "items", unknown.index, "sku"), "type": "unknown_sku",
+            "msg": f"unknown sku {unknown.sku!r}: not in the catalog", "input": unknown.sku}])
+    except orders.IdempotencyConflict:
+        raise HTTPException(409, "this Idempotency-Key was used with a different request body")
+    dispatch.flush(celery_app, sessions(), placed.outbox_ids)
+    log.info("order received order_id=%s replayed=%s", placed.order_id, not placed.outbox_ids)
+    response.headers["Location"] = f"/orders/{placed.order_id}"
+    return get_order(placed.order_id, session)
+
+
+@api.get("/orders/{order_id}", response_model=OrderOut)
+def get_order(order_id: str, session: SessionDep) -> OrderOut:
+    found = orders.load(session, order_id)
+    if found is None:
+        raise HTTPException(404, f"no order {order_id}")
+    order, events = found
+    return OrderOut(
+        id=order.id, status=order.status, reason=order.reason,
+        needs_attention=order.needs_attention, customer_email=order.customer_email,
+        items=order.items, total_cents=order.total_cents, currency=order.currency,  # type: ignore[arg-type]
+        steps=[StepOut(name=e.name, status=e.status, at=e.at, attempt=e.attempt, reason=e.reason,
+                       detail=e.detail) for e in events],
+        created_at=order.created_at, updated_at=order.updated_at)
+
+
+@api.get("/healthz")
+def healthz(session: SessionDep, response: Response) -> dict[str, str]:
+    checks = {"database": "ok", "broker": "ok"}
+    try:
+        session.execute(text("SELECT 1"))
+    except Exception as exc:
+        checks["database"] = f"unreachable: {exc.__class__.__name__}"
+    try:
+        broker_ping.ping()
+    except Exception as exc:
+        checks["broker"] = f"unreachable: {exc.__class__.__name__}"
+    if any(v != "ok" for v in checks.values()):
+        response.status_code = 503
+    return checks

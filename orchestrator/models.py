@@ -1,0 +1,75 @@
+"""The orchestrator's own tables: the orders with their saga state, the timeline, the outbox."""
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from contracts.runtime.store import DeadLetterMixin, UtcDateTime, utcnow
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class CatalogItem(Base):
+    __tablename__ = "catalog"
+    sku: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    price_cents: Mapped[int]
+    currency: Mapped[str] = mapped_column(String(3))
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending | confirmed | failed
+    reason: Mapped[str | None] = mapped_column(String(64))
+    customer_email: Mapped[str] = mapped_column(String(320))
+    items: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    total_cents: Mapped[int]
+    currency: Mapped[str] = mapped_column(String(3))
+    # a sandbox token; a real deployment would hold the gateway's payment-method reference here
+    payment_token: Mapped[str] = mapped_column(String(128))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    # saga bookkeeping: compensations still to run (next first) and those done
+    compensating: Mapped[list[str]] = mapped_column(JSON, default=list)
+    compensated: Mapped[list[str]] = mapped_column(JSON, default=list)
+    needs_attention: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow,
+                                                 onupdate=utcnow)
+
+
+class SagaEvent(Base):
+    """The timeline: one row per thing a step reported, in the order the saga learnt it."""
+
+    __tablename__ = "saga_events"
+    __table_args__ = (UniqueConstraint("order_id", "name", "status", "attempt",
+                                       name="one_event_per_attempt"),)
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    attempt: Mapped[int]
+    reason: Mapped[str | None] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Outbox(Base):
+    """A message owed to the broker, written in the same transaction as the decision to send it."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("outbox_unsent", "sent_at", "created_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"))
+    task: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    attempts: Mapped[int] = mapped_column(default=0)
+
+
+class DeadLetter(DeadLetterMixin, Base):
+    __tablename__ = "dead_letters"

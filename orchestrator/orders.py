@@ -1,0 +1,70 @@
+"""Placing an order: price it, store it with its outbox row in one transaction, honour the
+Idempotency-Key. Plain functions; the API only maps their outcomes onto HTTP."""
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestrator import catalog, saga
+from orchestrator.models import Order, Outbox, SagaEvent
+from orchestrator.schemas import OrderIn
+
+
+class IdempotencyConflict(Exception):
+    """The key was used before with a different body."""
+
+
+@dataclass(frozen=True)
+class Placed:
+    order_id: str
+    outbox_ids: list[int]  # empty when the key replayed an earlier order
+
+
+def place(sessions: sessionmaker, request: OrderIn,  # type: ignore[type-arg]
+          idempotency_key: str | None) -> Placed:
+    fingerprint = request.fingerprint()
+    if idempotency_key is not None:
+        earlier = _by_key(sessions, idempotency_key, fingerprint)
+        if earlier is not None:
+            return Placed(earlier, [])
+    try:
+        with sessions.begin() as session:
+            lines = [(line.sku, line.quantity) for line in request.items]
+            order = Order(id=str(uuid.uuid4()), status="pending",
+                          customer_email=str(request.customer_email),
+                          items=[{"sku": s, "quantity": q} for s, q in lines],
+                          total_cents=catalog.price(session, lines), currency=catalog.CURRENCY,
+                          payment_token=request.payment_token, idempotency_key=idempotency_key,
+                          request_fingerprint=fingerprint, compensating=[], compensated=[])
+            outbox = Outbox(order_id=order.id, task=saga.STEPS[0].action)
+            session.add_all([order, outbox])
+            session.flush()
+            return Placed(order.id, [outbox.id])
+    except IntegrityError:
+        # the same key raced us in another request and won: answer with its order
+        earlier = _by_key(sessions, idempotency_key or "", fingerprint)
+        if earlier is None:
+            raise
+        return Placed(earlier, [])
+
+
+def _by_key(sessions: sessionmaker, key: str, fingerprint: str) -> str | None:  # type: ignore[type-arg]
+    with sessions.begin() as session:
+        row = session.execute(select(Order.id, Order.request_fingerprint)
+                              .where(Order.idempotency_key == key)).first()
+    if row is None:
+        return None
+    if row.request_fingerprint != fingerprint:
+        raise IdempotencyConflict(key)
+    return str(row.id)
+
+
+def load(session: Session, order_id: str) -> tuple[Order, list[SagaEvent]] | None:
+    order = session.get(Order, order_id)
+    if order is None:
+        return None
+    events = list(session.scalars(select(SagaEvent).where(SagaEvent.order_id == order_id)
+                                  .order_by(SagaEvent.at, SagaEvent.id)))
+    return order, events

@@ -1,0 +1,89 @@
+"""The saga worker's handlers: a step's reply (or its errback) moves the order's saga forward."""
+import json
+import logging
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from contracts.messages import StepFailed, StepReply, utcnow
+from orchestrator import saga
+from orchestrator.models import Order, Outbox, SagaEvent
+
+log = logging.getLogger("saga.orders")
+
+
+def state_of(order: Order) -> saga.SagaState:
+    return saga.SagaState(status=order.status, reason=order.reason,
+                          compensating=tuple(order.compensating),
+                          compensated=tuple(order.compensated),
+                          needs_attention=order.needs_attention)
+
+
+def on_reply(sessions: sessionmaker, reply: StepReply) -> list[int]:  # type: ignore[type-arg]
+    """Returns the outbox rows to publish now."""
+    return _apply(sessions, reply.order_id, reply.step, reply.status, reply.reason,
+                  reply.attempt, reply.at, reply.detail)
+
+
+def on_step_crashed(sessions: sessionmaker, failed: StepFailed) -> list[int]:  # type: ignore[type-arg]
+    reason = f"{failed.step.split('.', 1)[0]}_error"
+    return _apply(sessions, failed.order_id, failed.step, "failed", reason, 0, utcnow(),
+                  {"error": "the step raised; see the service's log"}, raised=True)
+
+
+def _apply(sessions: sessionmaker, order_id: str, step: str, status: str,  # type: ignore[type-arg]
+           reason: str | None, attempt: int, at: datetime, detail: dict[str, Any],
+           raised: bool = False) -> list[int]:
+    with sessions.begin() as session:
+        order = session.get(Order, order_id, with_for_update=True)
+        if order is None:
+            log.warning("reply for unknown order order_id=%s step=%s", order_id, step)
+            return []
+        if not _record(session, order_id, step, status, reason, attempt, at, detail):
+            return []  # a duplicate delivery: already applied
+        before = state_of(order)
+        if status == "succeeded":
+            decision = saga.on_succeeded(before, step)
+        elif status == "failed":
+            decision = saga.on_failed(before, step, reason or "failed", raised=raised)
+        else:
+            decision = saga.Decision(before)
+        _store(order, decision.state)
+        rows = [Outbox(order_id=order_id, task=task) for task in decision.send]
+        session.add_all(rows)
+        session.flush()
+        _log_transition(order_id, step, status, before, decision)
+        return [row.id for row in rows]
+
+
+def _record(session: Session, order_id: str, step: str, status: str, reason: str | None,
+            attempt: int, at: datetime, detail: dict[str, Any]) -> bool:
+    # under the order's row lock, so check-then-insert cannot race
+    seen = session.scalar(select(SagaEvent.id).where(
+        SagaEvent.order_id == order_id, SagaEvent.name == step, SagaEvent.status == status,
+        SagaEvent.attempt == attempt))
+    if seen is not None:
+        return False
+    session.add(SagaEvent(order_id=order_id, name=step, status=status, attempt=attempt,
+                          reason=reason, at=at, detail=detail))
+    return True
+
+
+def _store(order: Order, state: saga.SagaState) -> None:
+    order.status, order.reason = state.status, state.reason
+    order.compensating, order.compensated = list(state.compensating), list(state.compensated)
+    order.needs_attention = state.needs_attention
+
+
+def _log_transition(order_id: str, step: str, status: str, before: saga.SagaState,
+                    decision: saga.Decision) -> None:
+    after = decision.state
+    fields = {"order_id": order_id, "event": f"{step}:{status}", "status": after.status,
+              "reason": after.reason, "send": list(decision.send)}
+    if after.needs_attention and not before.needs_attention:
+        log.error("needs attention %s", json.dumps(fields))
+    elif before.status != after.status or decision.send:
+        log.info("saga %s", json.dumps(fields))
+

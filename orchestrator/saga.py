@@ -1,0 +1,81 @@
+"""The order saga: its steps in order, each with the compensation that undoes it, and the rules
+that move an order's saga forward. Pure: no Celery, no database."""
+from dataclasses import dataclass, replace
+
+from contracts.names import Task
+
+
+@dataclass(frozen=True)
+class Step:
+    action: str
+    compensation: str | None = None
+
+
+# The saga, top to bottom. One Celery chain runs the actions; a step that fails for good stops
+# the chain, and the compensations of the steps before it run in reverse.
+STEPS = (
+    Step(Task.AUTHORIZE_PAYMENT, compensation=Task.REFUND_PAYMENT),
+    Step(Task.RESERVE_STOCK, compensation=Task.RELEASE_STOCK),
+    Step(Task.SEND_CONFIRMATION),  # after the pivot: retried until delivered, never undone
+)
+PIVOT = Task.RESERVE_STOCK  # once it succeeds the order is confirmed
+ON_FAILURE = Task.SEND_FAILURE_NOTICE  # after the compensations: tell the customer
+COMPENSATIONS = frozenset(s.compensation for s in STEPS if s.compensation)
+ACTIONS = tuple(s.action for s in STEPS)
+
+
+@dataclass(frozen=True)
+class SagaState:
+    status: str = "pending"  # pending | confirmed | failed
+    reason: str | None = None  # set when a step fails for good
+    compensating: tuple[str, ...] = ()  # still to run, next first
+    compensated: tuple[str, ...] = ()
+    needs_attention: bool = False
+
+    @property
+    def failing(self) -> bool:
+        return self.status == "pending" and self.reason is not None
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: SagaState
+    send: tuple[str, ...] = ()  # tasks to dispatch for this order now
+
+
+def on_succeeded(state: SagaState, step: str) -> Decision:
+    if step in COMPENSATIONS:
+        if not state.compensating or state.compensating[0] != step:
+            return Decision(state)  # a duplicate reply
+        return _compensate_next(replace(state, compensating=state.compensating[1:],
+                                        compensated=state.compensated + (step,)))
+    if _past_pivot(step, inclusive=True) and state.status == "pending" and not state.failing:
+        return Decision(replace(state, status="confirmed"))
+    return Decision(state)
+
+
+def on_failed(state: SagaState, step: str, reason: str, raised: bool = False) -> Decision:
+    """`raised`: the step crashed rather than answered, so it may have half-happened and its
+    own compensation runs too (compensations are no-ops where there is nothing to undo)."""
+    if step in COMPENSATIONS or step == ON_FAILURE or _past_pivot(step) \
+            or state.status == "confirmed":
+        # nothing left to undo with: a person has to look
+        return Decision(replace(state, needs_attention=True))
+    if state.status != "pending" or state.failing or step not in ACTIONS:
+        return Decision(state)  # late or duplicate news
+    done = ACTIONS.index(step) + (1 if raised else 0)
+    undo = tuple(s.compensation for s in reversed(STEPS[:done]) if s.compensation)
+    return _compensate_next(replace(state, reason=reason, compensating=undo))
+
+
+def _past_pivot(step: str, inclusive: bool = False) -> bool:
+    """Replies may arrive out of order: news from after the pivot means the pivot succeeded."""
+    if step not in ACTIONS:
+        return False
+    return ACTIONS.index(step) + (1 if inclusive else 0) > ACTIONS.index(PIVOT)
+
+
+def _compensate_next(state: SagaState) -> Decision:
+    if state.compensating:
+        return Decision(state, send=(state.compensating[0],))
+    return Decision(replace(state, status="failed"), send=(ON_FAILURE,))

@@ -1,0 +1,43 @@
+"""The HTTP API's request and response bodies (INTERFACE.md). Private to the orchestrator."""
+import hashlib
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, EmailStr, Field
+
+
+class OrderLineIn(BaseModel):
+    sku: str = Field(min_length=1, max_length=64)
+    quantity: int = Field(ge=1, le=1000)
+
+
+class OrderIn(BaseModel):
+    customer_email: EmailStr
+    items: list[OrderLineIn] = Field(min_length=1, max_length=100)
+    payment_token: str = Field(min_length=1, max_length=128)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
+
+
+class StepOut(BaseModel):
+    name: str
+    status: str
+    at: datetime
+    attempt: int
+    reason: str | None
+    detail: dict[str, Any]
+
+
+class OrderOut(BaseModel):
+    id: str
+    status: str
+    reason: str | None
+    needs_attention: bool
+    customer_email: str
+    items: list[OrderLineIn]
+    total_cents: int
+    currency: str
+    steps: list[StepOut]
+    created_at: datetime
+    updated_at: datetime
