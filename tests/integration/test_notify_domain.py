@@ -1,0 +1,67 @@
+"""E-mail through a real SMTP server: exactly one per order, and outages raise to be retried."""
+import pytest
+
+from contracts.messages import OrderLine, SagaOrder, SendFailureNotice, StockReserved
+from devstack.smtp import read_mails
+from services.notify import handlers
+from services.notify.db import MIGRATIONS
+from services.notify.mailer import SmtpMailer, SmtpUnavailable
+
+SENDER = "Orders <orders@saga.localhost>"
+
+
+@pytest.fixture
+def sessions(migrated):
+    return migrated(MIGRATIONS)
+
+
+@pytest.fixture
+def mailer(maildrop):
+    return SmtpMailer("127.0.0.1", maildrop.port, timeout_s=5)
+
+
+def order(order_id: str) -> SagaOrder:
+    return SagaOrder(order_id=order_id, customer_email="ada@example.com", total_cents=2598,
+                     currency="EUR", items=[OrderLine(sku="BOOK-1", quantity=2)])
+
+
+def mails_for(maildrop, order_id: str):
+    return [m for m in read_mails(maildrop.maildir) if order_id in m["Subject"]]
+
+
+def test_a_confirmation_is_sent_once_with_the_order_id_in_its_subject(sessions, mailer, maildrop,
+                                                                     db_url):
+    order_id = f"conf-{abs(hash(db_url))}"
+    reserved = StockReserved(order=order(order_id), authorization_id="a", reservation_id="r")
+    first = handlers.send_confirmation(reserved, sessions, mailer, SENDER)
+    again = handlers.send_confirmation(reserved, sessions, mailer, SENDER)
+    assert first.succeeded and again == first
+    [mail] = mails_for(maildrop, order_id)
+    assert mail["To"] == "ada@example.com" and "confirmed" in mail["Subject"]
+    assert "25.98 EUR" in mail.get_content()
+
+
+def test_an_order_never_gets_a_second_kind_of_mail(sessions, mailer, maildrop, db_url):
+    order_id = f"once-{abs(hash(db_url))}"
+    handlers.send_confirmation(StockReserved(order=order(order_id), authorization_id="a",
+                                             reservation_id="r"), sessions, mailer, SENDER)
+    late = handlers.send_failure_notice(SendFailureNotice(order=order(order_id), reason="x"),
+                                        sessions, mailer, SENDER)
+    assert late.detail["already_sent"] == "confirmation"
+    assert len(mails_for(maildrop, order_id)) == 1
+
+
+def test_a_failure_notice_says_why(sessions, mailer, maildrop, db_url):
+    order_id = f"fail-{abs(hash(db_url))}"
+    notice = SendFailureNotice(order=order(order_id), reason="out_of_stock", refunded=True)
+    assert handlers.send_failure_notice(notice, sessions, mailer, SENDER).succeeded
+    [mail] = mails_for(maildrop, order_id)
+    assert "could not be completed" in mail["Subject"]
+    assert "out of stock" in mail.get_content()
+
+
+def test_an_smtp_outage_raises_for_a_retry_and_records_nothing(sessions, free_port):
+    down = SmtpMailer("127.0.0.1", free_port(), timeout_s=1)
+    reserved = StockReserved(order=order("down-1"), authorization_id="a", reservation_id="r")
+    with pytest.raises(SmtpUnavailable):
+        handlers.send_confirmation(reserved, sessions, down, SENDER)

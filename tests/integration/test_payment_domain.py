@@ -1,0 +1,91 @@
+"""Authorize and refund against a real database and the sandbox gateway's own ledger."""
+import pytest
+from sqlalchemy import func, select
+
+from contracts.messages import AuthorizePayment, OrderLine, RefundPayment, SagaOrder
+from services.payment import handlers
+from services.payment.db import MIGRATIONS
+from services.payment.gateway import GatewayTimeout, SandboxGateway
+from services.payment.models import Payment, SandboxCall
+
+
+@pytest.fixture
+def sessions(migrated):
+    return migrated(MIGRATIONS)
+
+
+@pytest.fixture
+def gateway(sessions):
+    return SandboxGateway(sessions, latency_ms=0, timeout_ms=0)
+
+
+def order_paid_with(token: str, order_id: str = "o-1") -> AuthorizePayment:
+    order = SagaOrder(order_id=order_id, customer_email="ada@example.com",
+                      items=[OrderLine(sku="BOOK-1", quantity=2)], total_cents=2598,
+                      currency="EUR")
+    return AuthorizePayment(order=order, payment_token=token)
+
+
+def charges(sessions) -> int:
+    with sessions.begin() as s:
+        return s.scalar(select(func.count()).select_from(SandboxCall)
+                        .where(SandboxCall.kind == "authorize", SandboxCall.result == "approved"))
+
+
+def test_an_approved_card_is_authorized_for_the_order_total(sessions, gateway):
+    outcome = handlers.authorize(order_paid_with("tok_visa"), sessions, gateway)
+    assert outcome.succeeded and outcome.output["amount_cents"] == 2598
+    with sessions.begin() as s:
+        payment = s.get(Payment, "o-1")
+        assert (payment.status, payment.amount_cents) == ("authorized", 2598)
+        assert payment.authorization_id == outcome.output["authorization_id"]
+
+
+def test_a_redelivered_authorization_charges_once(sessions, gateway):
+    first = handlers.authorize(order_paid_with("tok_visa"), sessions, gateway)
+    again = handlers.authorize(order_paid_with("tok_visa"), sessions, gateway)
+    assert again == first
+    assert charges(sessions) == 1
+
+
+@pytest.mark.parametrize("token,code", [("tok_chargeDeclined", "card_declined"),
+                                        ("tok_chargeDeclinedInsufficientFunds",
+                                         "insufficient_funds")])
+def test_a_declined_card_fails_the_step_and_holds_nothing(sessions, gateway, token, code):
+    outcome = handlers.authorize(order_paid_with(token), sessions, gateway)
+    assert (outcome.succeeded, outcome.reason) == (False, "payment_declined")
+    assert outcome.detail["decline_code"] == code
+    with sessions.begin() as s:
+        assert s.get(Payment, "o-1") is None
+
+
+def test_a_flaky_gateway_times_out_twice_then_approves(sessions, gateway):
+    for _ in range(2):
+        with pytest.raises(GatewayTimeout):
+            handlers.authorize(order_paid_with("tok_gatewayFlaky"), sessions, gateway)
+    assert handlers.authorize(order_paid_with("tok_gatewayFlaky"), sessions, gateway).succeeded
+    assert charges(sessions) == 1
+
+
+def test_a_gateway_that_is_down_always_times_out(sessions, gateway):
+    for _ in range(3):
+        with pytest.raises(GatewayTimeout) as raised:
+            handlers.authorize(order_paid_with("tok_gatewayDown"), sessions, gateway)
+    assert raised.value.exhausted_reason == "payment_unavailable"
+
+
+def test_a_refund_returns_the_authorization_once(sessions, gateway):
+    handlers.authorize(order_paid_with("tok_visa"), sessions, gateway)
+    first = handlers.refund(RefundPayment(order_id="o-1"), sessions, gateway)
+    again = handlers.refund(RefundPayment(order_id="o-1"), sessions, gateway)
+    assert first.succeeded and first.detail["refunded"] is True and again == first
+    with sessions.begin() as s:
+        assert s.get(Payment, "o-1").status == "refunded"
+        refunds = s.scalar(select(func.count()).select_from(SandboxCall)
+                           .where(SandboxCall.kind == "refund"))
+    assert refunds == 1
+
+
+def test_refunding_an_order_that_was_never_authorized_is_a_no_op(sessions, gateway):
+    outcome = handlers.refund(RefundPayment(order_id="never"), sessions, gateway)
+    assert outcome.succeeded and outcome.detail["refunded"] is False

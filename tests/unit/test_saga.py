@@ -1,0 +1,73 @@
+"""The saga's rules, without Celery or a database."""
+from contracts.names import Task
+from orchestrator.saga import SagaState, on_failed, on_succeeded
+
+
+def run(*events: tuple[str, str, str | None]) -> tuple[SagaState, list[str]]:
+    """Feed (step, status, reason) events; return the final state and everything sent."""
+    state, sent = SagaState(), []
+    for step, status, reason in events:
+        if status == "succeeded":
+            decision = on_succeeded(state, step)
+        else:
+            decision = on_failed(state, step, reason or "x", raised=status == "raised")
+        state = decision.state
+        sent += decision.send
+    return state, sent
+
+
+def test_the_order_is_confirmed_once_stock_is_reserved():
+    state, sent = run((Task.AUTHORIZE_PAYMENT, "succeeded", None),
+                      (Task.RESERVE_STOCK, "succeeded", None))
+    assert (state.status, state.reason, sent) == ("confirmed", None, [])
+
+
+def test_a_declined_payment_fails_with_nothing_to_undo_and_tells_the_customer():
+    state, sent = run((Task.AUTHORIZE_PAYMENT, "failed", "payment_declined"))
+    assert (state.status, state.reason) == ("failed", "payment_declined")
+    assert sent == [Task.SEND_FAILURE_NOTICE]
+
+
+def test_out_of_stock_refunds_the_payment_before_the_order_fails():
+    state, sent = run((Task.AUTHORIZE_PAYMENT, "succeeded", None),
+                      (Task.RESERVE_STOCK, "failed", "out_of_stock"))
+    assert (state.status, sent) == ("pending", [Task.REFUND_PAYMENT])
+    state, more = run((Task.AUTHORIZE_PAYMENT, "succeeded", None),
+                      (Task.RESERVE_STOCK, "failed", "out_of_stock"),
+                      (Task.REFUND_PAYMENT, "succeeded", None))
+    assert (state.status, state.reason) == ("failed", "out_of_stock")
+    assert more == [Task.REFUND_PAYMENT, Task.SEND_FAILURE_NOTICE]
+    assert state.compensated == (Task.REFUND_PAYMENT,)
+
+
+def test_a_step_that_crashed_is_compensated_too_in_reverse_order():
+    state, sent = run((Task.AUTHORIZE_PAYMENT, "succeeded", None),
+                      (Task.RESERVE_STOCK, "raised", "inventory_error"),
+                      (Task.RELEASE_STOCK, "succeeded", None),
+                      (Task.REFUND_PAYMENT, "succeeded", None))
+    assert sent == [Task.RELEASE_STOCK, Task.REFUND_PAYMENT, Task.SEND_FAILURE_NOTICE]
+    assert (state.status, state.reason) == ("failed", "inventory_error")
+
+
+def test_duplicate_and_late_news_change_nothing():
+    state, sent = run((Task.AUTHORIZE_PAYMENT, "failed", "payment_declined"),
+                      (Task.AUTHORIZE_PAYMENT, "failed", "payment_declined"),
+                      (Task.AUTHORIZE_PAYMENT, "raised", "payment_error"))
+    assert (state.status, state.reason, sent) == ("failed", "payment_declined",
+                                                  [Task.SEND_FAILURE_NOTICE])
+
+
+def test_news_from_after_the_pivot_arriving_first_confirms_and_never_compensates():
+    state, sent = run((Task.SEND_CONFIRMATION, "succeeded", None),
+                      (Task.RESERVE_STOCK, "succeeded", None))
+    assert (state.status, sent) == ("confirmed", [])
+    state, sent = run((Task.SEND_CONFIRMATION, "failed", "mail_rejected"))
+    assert (state.status, state.needs_attention, sent) == ("pending", True, [])
+
+
+def test_a_compensation_that_fails_for_good_asks_for_a_person():
+    state, sent = run((Task.AUTHORIZE_PAYMENT, "succeeded", None),
+                      (Task.RESERVE_STOCK, "failed", "out_of_stock"),
+                      (Task.REFUND_PAYMENT, "raised", "payment_error"))
+    assert state.needs_attention and state.status == "pending"
+    assert sent == [Task.REFUND_PAYMENT]
