@@ -1,0 +1,153 @@
+"""What a customer and an operator see, through HTTP, with every part running for real."""
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import (mails_for, order_body, step_names, wait_for, wait_mail,
+                                wait_terminal)
+
+pytestmark = pytest.mark.e2e
+
+
+def place(api: httpx.Client, **kw) -> str:
+    response = api.post("/orders", json=order_body(**kw))
+    assert response.status_code == 202, response.text
+    assert response.headers["location"] == f"/orders/{response.json()['id']}"
+    assert response.json()["status"] == "pending"
+    return response.json()["id"]
+
+
+def test_health(api):
+    assert api.get("/healthz").status_code == 200
+
+
+def test_an_order_is_paid_reserved_and_confirmed_by_mail(api, mail):
+    order_id = place(api, sku="BOOK-1", quantity=2)
+    order = wait_terminal(api, order_id)
+    assert (order["status"], order["reason"], order["total_cents"]) == ("confirmed", None, 2598)
+    assert step_names(order, "succeeded")[:2] == ["payment.authorize", "inventory.reserve"]
+    message = wait_mail(mail.maildir, order_id)
+    assert message["To"] == "ada@example.com" and "confirmed" in message["Subject"]
+    order = wait_for(lambda: "notify.order_confirmed" in step_names(
+        api.get(f"/orders/{order_id}").json(), "succeeded") and api.get(f"/orders/{order_id}").json())
+    assert step_names(order) == ["payment.authorize", "inventory.reserve", "notify.order_confirmed"]
+    assert all(s["at"].endswith("Z") for s in order["steps"])
+
+
+@pytest.mark.parametrize("token", ["tok_chargeDeclined", "tok_chargeDeclinedInsufficientFunds"])
+def test_a_declined_card_fails_the_order_touches_no_stock_and_says_so(api, mail, token):
+    order_id = place(api, token=token)
+    order = wait_terminal(api, order_id)
+    assert (order["status"], order["reason"]) == ("failed", "payment_declined")
+    assert "inventory.reserve" not in step_names(order)
+    assert "payment.refund" not in step_names(order)
+    assert "could not be completed" in wait_mail(mail.maildir, order_id)["Subject"]
+
+
+def test_out_of_stock_refunds_the_payment_and_tells_the_customer(api, mail):
+    order_id = place(api, sku="SOLDOUT-1")
+    order = wait_terminal(api, order_id)
+    assert (order["status"], order["reason"]) == ("failed", "out_of_stock")
+    assert step_names(order) [:3] == ["payment.authorize", "inventory.reserve", "payment.refund"]
+    assert [s["status"] for s in order["steps"][:3]] == ["succeeded", "failed", "succeeded"]
+    assert "out of stock" in wait_mail(mail.maildir, order_id).get_content()
+
+
+def test_a_flaky_gateway_is_retried_until_it_approves(api):
+    order = wait_terminal(api, place(api, token="tok_gatewayFlaky"))
+    assert order["status"] == "confirmed"
+    authorize = [(s["status"], s["attempt"]) for s in order["steps"]
+                 if s["name"] == "payment.authorize"]
+    assert authorize == [("retrying", 1), ("retrying", 2), ("succeeded", 3)]
+
+
+def test_a_gateway_that_stays_down_fails_the_order_as_unavailable(api, mail):
+    order_id = place(api, token="tok_gatewayDown")
+    order = wait_terminal(api, order_id)
+    assert (order["status"], order["reason"]) == ("failed", "payment_unavailable")
+    assert step_names(order, "retrying").count("payment.authorize") >= 2
+    wait_mail(mail.maildir, order_id)
+
+
+def test_an_smtp_outage_never_unconfirms_an_order_and_the_mail_follows(api, mail):
+    mail.stop()
+    try:
+        order_id = place(api)
+        assert wait_terminal(api, order_id)["status"] == "confirmed"
+        wait_for(lambda: "notify.order_confirmed" in step_names(
+            api.get(f"/orders/{order_id}").json(), "retrying"), what="a mail retry")
+        assert mails_for(mail.maildir, order_id) == []
+    finally:
+        mail.start()
+    wait_mail(mail.maildir, order_id, timeout=60)
+    order = api.get(f"/orders/{order_id}").json()
+    assert order["status"] == "confirmed"
+    assert len(mails_for(mail.maildir, order_id)) == 1
+
+
+def test_fifty_buyers_for_ten_limited_items(api, mail, system):
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        ids = list(pool.map(lambda i: place(api, sku="LIMITED-1", email=f"buyer{i}@example.com"),
+                            range(50)))
+    orders = [wait_terminal(api, order_id, timeout=120) for order_id in ids]
+    confirmed = [o for o in orders if o["status"] == "confirmed"]
+    failed = [o for o in orders if o["status"] == "failed"]
+    assert (len(confirmed), len(failed)) == (10, 40)
+    assert {o["reason"] for o in failed} == {"out_of_stock"}
+    assert all("payment.refund" in step_names(o, "succeeded") for o in failed)
+    for order_id in ids:
+        wait_mail(mail.maildir, order_id)
+    time.sleep(1)  # a duplicate would come right behind the first
+    assert all(len(mails_for(mail.maildir, order_id)) == 1 for order_id in ids)
+
+
+def test_the_same_idempotency_key_never_starts_a_second_saga(api):
+    body, key = order_body(), {"Idempotency-Key": f"key-{time.time_ns()}"}
+    first = api.post("/orders", json=body, headers=key)
+    again = api.post("/orders", json=body, headers=key)
+    assert first.status_code == again.status_code == 202
+    assert first.json()["id"] == again.json()["id"]
+    other = api.post("/orders", json=order_body(quantity=3), headers=key)
+    assert other.status_code == 409 and "Idempotency-Key" in other.json()["detail"]
+    order = wait_terminal(api, first.json()["id"])
+    assert step_names(order).count("payment.authorize") == 1
+
+
+@pytest.mark.parametrize("body,field", [
+    (order_body(sku="NOPE-1"), ["body", "items", 0, "sku"]),
+    (order_body(quantity=0), ["body", "items", 0, "quantity"]),
+    ({**order_body(), "items": []}, ["body", "items"]),
+    (order_body(email="not-an-email"), ["body", "customer_email"]),
+    ({k: v for k, v in order_body().items() if k != "payment_token"}, ["body", "payment_token"]),
+])
+def test_bad_orders_get_a_422_naming_the_field(api, body, field):
+    response = api.post("/orders", json=body)
+    assert response.status_code == 422
+    assert field in [error["loc"] for error in response.json()["detail"]]
+
+
+def test_garbage_bodies_and_unknown_orders_get_json_errors(api):
+    response = api.post("/orders", content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 422 and response.json()["detail"]
+    missing = api.get("/orders/no-such-order")
+    assert missing.status_code == 404 and "no-such-order" in missing.json()["detail"]
+
+
+def test_a_message_that_breaks_the_contract_is_dead_lettered_and_the_worker_goes_on(api, system):
+    from contracts.runtime.app import make_app
+    sender = make_app("e2e-test", system.env["REDIS_URL"])
+    sender.send_task("inventory.reserve", args=({"order": {"order_id": "junk-1"}},))
+    cli = [sys.executable, "-m", "services.inventory", "dead-letters", "list"]
+
+    def dead_letters():
+        out = subprocess.run(cli, env=system.env, capture_output=True, text=True, check=True)
+        return [json.loads(line) for line in out.stdout.splitlines()]
+    [letter] = wait_for(lambda: [d for d in dead_letters() if d["order_id"] == "junk-1"],
+                        what="the dead letter")
+    assert letter["task"] == "inventory.reserve" and "validation error" in letter["error"]
+    assert wait_terminal(api, place(api))["status"] == "confirmed"
