@@ -1,0 +1,216 @@
+"""The whole system on one machine: broker, mail, migrations, the API and every worker.
+
+Anything the environment already provides (REDIS_URL, SMTP_HOST, database URLs) is used as is;
+only what is missing is started here, so the same launcher works on a bare laptop and against
+real infrastructure.
+"""
+import os
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import TextIO
+
+import httpx
+
+from devstack.net import port_is_free
+from devstack.redis_server import EmbeddedRedis
+from devstack.smtp import MailDropServer
+from devstack.supervisor import Supervisor
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# The variables of the public interface (docs: INTERFACE.md, "Configuration").
+CONFIGURATION = ("REDIS_URL", "SMTP_HOST", "SMTP_PORT", "API_HOST", "API_PORT",
+                 "ORCHESTRATOR_DATABASE_URL", "PAYMENT_DATABASE_URL", "INVENTORY_DATABASE_URL",
+                 "NOTIFY_DATABASE_URL")
+
+DATABASES = {
+    "ORCHESTRATOR_DATABASE_URL": "orchestrator",
+    "PAYMENT_DATABASE_URL": "payment",
+    "INVENTORY_DATABASE_URL": "inventory",
+    "NOTIFY_DATABASE_URL": "notify",
+}
+
+# Sequential on purpose: each is quick, and interleaved output would hide which one failed.
+MIGRATIONS = [
+    ["-m", "orchestrator", "migrate"],
+    ["-m", "services.payment", "migrate"],
+    ["-m", "services.inventory", "migrate"],
+    ["-m", "services.notify", "migrate"],
+]
+
+# Long-running processes, by kind; a worker kind can be scaled with `workers={"inventory": 2}`.
+PROCESSES = {
+    "api": ["-m", "orchestrator", "api"],
+    "saga": ["-m", "orchestrator", "saga-worker"],
+    "payment": ["-m", "services.payment", "worker"],
+    "inventory": ["-m", "services.inventory", "worker"],
+    "notify": ["-m", "services.notify", "worker"],
+}
+
+
+class StackNotReady(RuntimeError):
+    """The API did not answer /healthz in time; the message has every child's recent output."""
+
+
+class Stack:
+    """Start with start() (or `with Stack(...) as stack:`), then wait_ready(); stop() undoes all."""
+
+    def __init__(self, var_dir: Path, env: Mapping[str, str] | None = None, api_port: int | None = None,
+                 *, workers: Mapping[str, int] | None = None,
+                 process_env: Mapping[str, Mapping[str, str]] | None = None,
+                 redis_appendonly: bool = True, repo_root: Path = REPO_ROOT,
+                 out: TextIO | None = None) -> None:
+        self.var_dir = Path(var_dir).resolve()
+        self.repo_root = Path(repo_root).resolve()
+        self.workers = _process_counts(workers or {})
+        self.process_env = {k: dict(v) for k, v in (process_env or {}).items()}
+        self.redis: EmbeddedRedis | None = None
+        self.smtp: MailDropServer | None = None
+        self.supervisor = Supervisor(log_dir=self.var_dir / "log", out=out, cwd=self.repo_root)
+        self._started = False
+
+        self._env = {**os.environ, **(env or {})}
+        # An empty value counts as unset, so `REDIS_URL= make run` still gets the embedded one.
+        for variable in CONFIGURATION:
+            if self._env.get(variable) == "":
+                del self._env[variable]
+        for variable, name in DATABASES.items():
+            self._env.setdefault(variable, f"sqlite:///{self.var_dir / name}.db")
+        self._env.setdefault("API_HOST", "127.0.0.1")
+        self._env["API_PORT"] = str(api_port) if api_port is not None else self._env.get("API_PORT", "8000")
+        self._env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(self.repo_root), self._env.get("PYTHONPATH")) if p)
+        if "REDIS_URL" not in self._env:
+            # appendonly: SQLite state survives a restart of `make run`, so the queued messages
+            # that belong to it must too, or in-flight sagas would hang forever.
+            self.redis = EmbeddedRedis(self.var_dir / "redis", appendonly=redis_appendonly)
+        if "SMTP_HOST" not in self._env:
+            self.smtp = MailDropServer(self.var_dir / "mail")
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment every process gets (complete only once start() has run)."""
+        return dict(self._env)
+
+    @property
+    def maildir(self) -> Path | None:
+        """Where mails land as .eml files; None when an external SMTP server is configured."""
+        return self.smtp.maildir if self.smtp is not None else None
+
+    @property
+    def api_url(self) -> str:
+        host = self._env["API_HOST"]
+        # A wildcard bind address is not somewhere to connect to; its loopback is.
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self._env['API_PORT']}"
+
+    def start(self) -> "Stack":
+        if self._started:
+            return self
+        self._started = True
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        say = self.supervisor.say
+        self.var_dir.mkdir(parents=True, exist_ok=True)
+        host, port = self._env["API_HOST"], int(self._env["API_PORT"])
+        if self.workers.get("api", 0) and not port_is_free(host, port):
+            # Found now rather than as an API crash-looping on "address already in use".
+            raise RuntimeError(f"{host}:{port} is already in use; pick another port "
+                               f"(python -m devstack run --port N, or API_PORT=N)")
+        if self.redis is not None:
+            self.redis.start()
+            self._env["REDIS_URL"] = self.redis.url
+            say(f"redis: embedded redis-server at {self.redis.url} (data in {self.redis.data_dir})")
+        else:
+            say(f"redis: using REDIS_URL={_redact(self._env['REDIS_URL'])}")
+        if self.smtp is not None:
+            self.smtp.start()
+            self._env["SMTP_HOST"], self._env["SMTP_PORT"] = self.smtp.host, str(self.smtp.port)
+            say(f"smtp: embedded server on {self.smtp.host}:{self.smtp.port}, mails land in {self.smtp.maildir}")
+        else:
+            say(f"smtp: using SMTP_HOST={self._env['SMTP_HOST']} SMTP_PORT={self._env.get('SMTP_PORT', '')}")
+
+        for args in MIGRATIONS:
+            self.supervisor.run_once("migrate", [sys.executable, *args], env=self._env)
+
+        for kind, count in self.workers.items():
+            for index in range(1, count + 1):
+                name = kind if count == 1 else f"{kind}-{index}"
+                argv = [sys.executable, *PROCESSES[kind]]
+                if count > 1:
+                    # Celery refuses to share a node name between workers; give each its own.
+                    argv += ["--hostname", f"{name}@%h"]
+                env = {**self._env, **self.process_env.get(kind, {}), **self.process_env.get(name, {})}
+                self.supervisor.add(name, argv, env=env)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Block until GET /healthz answers 200; raise StackNotReady with the children's output."""
+        if not self._started:
+            raise RuntimeError("call start() first")
+        url = f"{self.api_url}/healthz"
+        deadline = time.monotonic() + timeout
+        last = "no answer yet"
+        # trust_env=False: a developer's HTTP(S)_PROXY must not intercept a loopback request.
+        with httpx.Client(timeout=2.0, trust_env=False) as client:
+            while time.monotonic() < deadline:
+                try:
+                    response = client.get(url)
+                    if response.status_code == 200:
+                        return
+                    last = f"HTTP {response.status_code}: {response.text[:200]}"
+                except httpx.HTTPError as error:
+                    last = f"{type(error).__name__}: {error}"
+                time.sleep(0.25)
+        raise StackNotReady(f"{url} not ready after {timeout:g} s (last: {last}).\n"
+                            f"Recent output of each process:\n{self.supervisor.recent_output()}")
+
+    def stop(self) -> None:
+        """Children first (they still need the broker to shut down cleanly), then SMTP and Redis."""
+        try:
+            self.supervisor.stop()
+        finally:
+            try:
+                if self.smtp is not None:
+                    self.smtp.stop()
+            finally:
+                if self.redis is not None:
+                    self.redis.stop()
+
+    def __enter__(self) -> "Stack":
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def _process_counts(workers: Mapping[str, int]) -> dict[str, int]:
+    unknown = set(workers) - set(PROCESSES)
+    if unknown:
+        raise ValueError(f"unknown process kinds {sorted(unknown)}; known: {sorted(PROCESSES)}")
+    counts = {kind: int(workers.get(kind, 1)) for kind in PROCESSES}
+    if counts["api"] > 1:
+        raise ValueError("one API process only: they would all bind the same port")
+    if any(count < 0 for count in counts.values()):
+        raise ValueError(f"process counts cannot be negative: {workers}")
+    return counts
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for printing."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{hostpart}"
