@@ -48,8 +48,10 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"devstack: {error}", file=sys.stderr)
         return 2
     say = stack.supervisor.say
-    # SIGTERM (from `kill`, a container runtime, CI) takes the same clean path as Ctrl-C.
+    # SIGTERM (from `kill`, a container runtime, CI) takes the same clean path as Ctrl-C. SIGINT is
+    # set explicitly too: a shell starts background jobs with it ignored, and Python keeps that.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         stack.start()
         stack.wait_ready(args.ready_timeout)
