@@ -1,6 +1,7 @@
 """The command line every service offers: `python -m services.X migrate|worker|dead-letters`."""
 import argparse
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,10 +47,13 @@ class ServiceCli:
         p.set_defaults(run=lambda a: revision(self.migrations, a.message))
 
         p = sub.add_parser(self.worker_command, help=f"consume the '{self.name}' queue")
-        p.add_argument("--pool", default="threads", choices=["threads", "prefork", "solo"],
-                       help="threads suits steps that wait on I/O (default: %(default)s)")
-        p.add_argument("--concurrency", "-c", type=int, default=self.default_concurrency,
-                       help="tasks run at once (default: %(default)s)")
+        p.add_argument("--pool", default=os.environ.get("WORKER_POOL", "threads"),
+                       choices=["threads", "prefork", "solo"],
+                       help="threads suits steps that wait on I/O (default: $WORKER_POOL or "
+                            "%(default)s)")
+        p.add_argument("--concurrency", "-c", type=int,
+                       default=int(os.environ.get("WORKER_CONCURRENCY", self.default_concurrency)),
+                       help="tasks run at once (default: $WORKER_CONCURRENCY or %(default)s)")
         p.add_argument("--hostname", "-n", default=f"{self.name}@%h",
                        help="unique node name; %%h is the host (default: %(default)s)")
         p.add_argument("--loglevel", "-l", default="INFO")

@@ -110,6 +110,8 @@ class StepRunner:
              reason: str | None, detail: dict[str, Any]) -> None:
         if order_id is None:
             return  # nothing the saga could attach it to; the dead letter keeps it
+        # which worker did it: lets an operator see how a scaled service shares its queue
+        detail = {**detail, "worker": task.request.hostname}
         reply = StepReply(order_id=order_id, step=task.name, status=status, reason=reason,
                           attempt=attempt, detail=detail)
         task.app.send_task(Task.STEP_RESULT, args=(reply.model_dump(mode="json"),),
