@@ -17,9 +17,9 @@ def once(sessions: sessionmaker, inbox: type, order_id: str, step: str,  # type:
     """`outside` is the external call (gateway, SMTP), made before the transaction and made
     idempotent by its own key; `inside` writes the effect, and the inbox row commits with it.
     A repeat finds the row and gets the stored outcome back, with no second effect."""
-    stored = _stored(sessions, inbox, order_id, step)
-    if stored is not None:
-        return stored
+    earlier = stored(sessions, inbox, order_id, step)
+    if earlier is not None:
+        return earlier
     prepared = outside()
     try:
         with sessions.begin() as session:
@@ -30,15 +30,17 @@ def once(sessions: sessionmaker, inbox: type, order_id: str, step: str,  # type:
             session.add(inbox(order_id=order_id, step=step, outcome=outcome.model_dump(mode="json")))
     except IntegrityError:
         # A duplicate delivery ran alongside us and committed first: its outcome is the one.
-        stored = _stored(sessions, inbox, order_id, step)
-        if stored is None:
+        earlier = stored(sessions, inbox, order_id, step)
+        if earlier is None:
             raise
-        return stored
+        return earlier
     return outcome
 
 
-def _stored(sessions: sessionmaker, inbox: type, order_id: str, step: str  # type: ignore[type-arg]
-            ) -> StepOutcome | None:
+def stored(sessions: sessionmaker, inbox: type, order_id: str, step: str  # type: ignore[type-arg]
+           ) -> StepOutcome | None:
+    """The outcome of (order, step) if it ran; also how a step learns its compensation already
+    ran (the saga gave up on the order) and it must not act any more."""
     with sessions.begin() as session:
         row = inbox_get(session, inbox, order_id, step)
     return None if row is None else StepOutcome.model_validate(row)

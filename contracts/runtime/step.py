@@ -6,8 +6,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, TypeVar
 
+import redis
 from celery import Task as CeleryTask
 from celery.utils.time import get_exponential_backoff_interval
 from pydantic import BaseModel, Field, ValidationError
@@ -15,9 +17,14 @@ from sqlalchemy.orm import sessionmaker
 
 from contracts.messages import StepReply, StepStatus
 from contracts.names import Queue, Task
+from contracts.runtime import deadletters
 from contracts.runtime.app import MAX_RETRY_COUNTDOWN_S
 
 log = logging.getLogger("saga.step")
+
+# Redis keeps no delivery count: a message that kills its worker every time would come back
+# forever. Past this many deliveries of the same attempt it is dead-lettered instead.
+MAX_DELIVERIES = 5
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -70,11 +77,20 @@ class StepRunner:
     dead_letter_model: type
     backoff_s: float = 1.0
 
+    def __post_init__(self) -> None:
+        deadletters.set_sink(self.dead_letter)
+
     def run(self, task: CeleryTask, payload: Any, schema: type[M],
             handler: Callable[[M], StepOutcome]) -> dict[str, Any] | None:
         started = time.monotonic()
         attempt = task.request.retries + 1
         order_id = order_id_of(payload)
+        deliveries = count_delivery(task)
+        if deliveries > MAX_DELIVERIES:
+            error = f"delivered {deliveries} times without finishing: a poison message?"
+            self.dead_letter(task.name, order_id, payload, error)
+            return self.finish(task, order_id, attempt, started,
+                               StepOutcome.failed("poison_message", deliveries=deliveries))
         try:
             message = schema.model_validate(payload)
         except ValidationError as exc:
@@ -96,6 +112,10 @@ class StepRunner:
                     raise task.retry(exc=exc, countdown=countdown)
                 outcome = StepOutcome.failed(exc.exhausted_reason, error=str(exc), attempts=attempt)
 
+        return self.finish(task, order_id, attempt, started, outcome)
+
+    def finish(self, task: CeleryTask, order_id: str | None, attempt: int, started: float,
+               outcome: StepOutcome) -> dict[str, Any] | None:
         status: StepStatus = "succeeded" if outcome.succeeded else "failed"
         self.tell(task, order_id, status, attempt, outcome.reason, outcome.detail)
         log_step(order_id=order_id, step=task.name, outcome=status, attempt=attempt,
@@ -123,6 +143,22 @@ class StepRunner:
                 task=task_name, order_id=order_id, error=error,
                 payload=json.dumps(payload, default=repr)))
         log_step(order_id=order_id, step=task_name, outcome="dead_lettered", error=error)
+
+
+@cache
+def _redis(url: str) -> "redis.Redis[bytes]":
+    return redis.Redis.from_url(url, socket_timeout=5)
+
+
+def count_delivery(task: CeleryTask) -> int:
+    """How many times this very message (task id and retry number) has been delivered."""
+    if not str(task.app.conf.broker_url).startswith("redis"):
+        return 1
+    key = f"saga:deliveries:{task.request.id}:{task.request.retries}"
+    pipe = _redis(task.app.conf.broker_url).pipeline()
+    pipe.incr(key)
+    pipe.expire(key, 86400)
+    return int(pipe.execute()[0])
 
 
 def _ms(started: float) -> float:

@@ -9,7 +9,7 @@ from contracts.messages import OrderLine, PaymentAuthorized, ReleaseStock, Stock
 from contracts.names import Task
 from contracts.runtime.inbox import once
 from contracts.runtime.step import StepOutcome
-from contracts.runtime.store import utcnow
+from contracts.runtime.store import inbox_get, utcnow
 from services.inventory.models import Inbox, Reservation, Stock
 
 DEMO_STOCK = {"BOOK-1": 1000, "MUG-1": 1000, "LIMITED-1": 10, "SOLDOUT-1": 0}
@@ -42,6 +42,9 @@ def reserve(msg: PaymentAuthorized, sessions: sessionmaker) -> StepOutcome:  # t
     lines = wanted(order.items)
 
     def record(session: Session, _: None) -> StepOutcome:
+        if inbox_get(session, Inbox, order.order_id, Task.RELEASE_STOCK) is not None:
+            # the saga gave up on this order and released it: never take stock now
+            return StepOutcome.failed("cancelled", why="the order was already compensated")
         short = take(session, lines)
         if short is not None:
             return StepOutcome.failed("out_of_stock", sku=short, requested=lines[short])

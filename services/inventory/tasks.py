@@ -3,7 +3,7 @@ from typing import Any
 
 from contracts.messages import PaymentAuthorized, ReleaseStock
 from contracts.names import Task
-from contracts.runtime.app import make_app
+from contracts.runtime.app import PERSISTENT, make_app
 from contracts.runtime.step import StepRunner
 from services.inventory import handlers
 from services.inventory.db import sessions
@@ -21,6 +21,6 @@ def reserve(self: Any, payload: Any) -> dict[str, Any] | None:
                       lambda msg: handlers.reserve(msg, sessions()))
 
 
-@app.task(name=Task.RELEASE_STOCK, bind=True, max_retries=None)
+@app.task(name=Task.RELEASE_STOCK, bind=True, max_retries=None, **PERSISTENT)
 def release(self: Any, payload: Any) -> dict[str, Any] | None:
     return runner.run(self, payload, ReleaseStock, lambda msg: handlers.release(msg, sessions()))

@@ -23,6 +23,7 @@ class Authorization:
     approved: bool
     authorization_id: str | None = None
     decline_code: str | None = None
+    amount_cents: int = 0
 
 
 class Gateway(Protocol):
@@ -30,6 +31,10 @@ class Gateway(Protocol):
                   idempotency_key: str) -> Authorization: ...
 
     def refund(self, *, authorization_id: str, amount_cents: int, idempotency_key: str) -> str: ...
+
+    def find(self, *, idempotency_key: str) -> Authorization | None:
+        """The authorization a request with this key made, if any (a crash may have kept us
+        from recording it)."""
 
 
 DECLINES = {
@@ -67,7 +72,14 @@ class SandboxGateway:
         if result == "timeout":
             time.sleep(self.timeout_s)
             raise GatewayTimeout(f"gateway timed out after {self.timeout_s:.2f}s")
-        return Authorization(result == "approved", reference, decline_code)
+        return Authorization(result == "approved", reference, decline_code, amount_cents)
+
+    def find(self, *, idempotency_key: str) -> Authorization | None:
+        with self.sessions.begin() as session:
+            call = session.get(SandboxCall, idempotency_key)
+            if call is None or call.result != "approved":
+                return None
+            return Authorization(True, call.reference, None, call.amount_cents)
 
     def refund(self, *, authorization_id: str, amount_cents: int, idempotency_key: str) -> str:
         time.sleep(self.latency_s)

@@ -4,22 +4,33 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from contracts.messages import AuthorizePayment, PaymentAuthorized, RefundPayment
 from contracts.names import Task
-from contracts.runtime.inbox import once
+from contracts.runtime.inbox import once, stored
 from contracts.runtime.step import StepOutcome
 from contracts.runtime.store import utcnow
 from services.payment.gateway import Authorization, Gateway
 from services.payment.models import Inbox, Payment
 
+AUTHORIZE, REFUND = Task.AUTHORIZE_PAYMENT, Task.REFUND_PAYMENT
+
+
+def authorization_key(order_id: str) -> str:
+    return f"{order_id}:{AUTHORIZE}"
+
 
 def authorize(msg: AuthorizePayment, sessions: sessionmaker, gateway: Gateway  # type: ignore[type-arg]
               ) -> StepOutcome:
-    order, step = msg.order, Task.AUTHORIZE_PAYMENT
+    order = msg.order
 
-    def call_gateway() -> Authorization:
+    def call_gateway() -> Authorization | None:
+        if stored(sessions, Inbox, order.order_id, REFUND) is not None:
+            return None  # the saga gave up on this order and refunded it: never charge now
         return gateway.authorize(token=msg.payment_token, amount_cents=order.total_cents,
-                                 currency=order.currency, idempotency_key=f"{order.order_id}:{step}")
+                                 currency=order.currency,
+                                 idempotency_key=authorization_key(order.order_id))
 
-    def record(session: Session, auth: Authorization) -> StepOutcome:
+    def record(session: Session, auth: Authorization | None) -> StepOutcome:
+        if auth is None:
+            return StepOutcome.failed("cancelled", why="the order was already compensated")
         if not auth.approved:
             return StepOutcome.failed("payment_declined", decline_code=auth.decline_code)
         assert auth.authorization_id is not None
@@ -31,28 +42,33 @@ def authorize(msg: AuthorizePayment, sessions: sessionmaker, gateway: Gateway  #
         return StepOutcome.ok(output, authorization_id=auth.authorization_id,
                               amount_cents=order.total_cents)
 
-    return once(sessions, Inbox, order.order_id, step, record, call_gateway)
+    return once(sessions, Inbox, order.order_id, AUTHORIZE, record, call_gateway)
 
 
 def refund(msg: RefundPayment, sessions: sessionmaker, gateway: Gateway  # type: ignore[type-arg]
            ) -> StepOutcome:
-    step = Task.REFUND_PAYMENT
-    with sessions.begin() as session:
-        payment = session.get(Payment, msg.order_id)
-        held = None if payment is None else (payment.authorization_id, payment.amount_cents)
-
-    def call_gateway() -> str | None:
+    def call_gateway() -> tuple[str, int] | None:
+        # What we recorded, or else what the gateway holds: a crash between its approval and
+        # our commit leaves a charge only the gateway knows about.
+        with sessions.begin() as session:
+            payment = session.get(Payment, msg.order_id)
+            held = None if payment is None else (payment.authorization_id, payment.amount_cents)
         if held is None:
-            return None
-        return gateway.refund(authorization_id=held[0], amount_cents=held[1],
-                              idempotency_key=f"{msg.order_id}:{step}")
+            found = gateway.find(idempotency_key=authorization_key(msg.order_id))
+            if found is None or found.authorization_id is None:
+                return None
+            held = (found.authorization_id, found.amount_cents)
+        refund_id = gateway.refund(authorization_id=held[0], amount_cents=held[1],
+                                   idempotency_key=f"{msg.order_id}:{REFUND}")
+        return refund_id, held[1]
 
-    def record(session: Session, refund_id: str | None) -> StepOutcome:
-        if refund_id is None:
+    def record(session: Session, refunded: tuple[str, int] | None) -> StepOutcome:
+        if refunded is None:
             return StepOutcome.ok(refunded=False, why="nothing was authorized")
+        refund_id, amount_cents = refunded
         payment = session.get(Payment, msg.order_id)
-        assert payment is not None
-        payment.status, payment.refund_id, payment.refunded_at = "refunded", refund_id, utcnow()
-        return StepOutcome.ok(refunded=True, refund_id=refund_id, amount_cents=payment.amount_cents)
+        if payment is not None:
+            payment.status, payment.refund_id, payment.refunded_at = "refunded", refund_id, utcnow()
+        return StepOutcome.ok(refunded=True, refund_id=refund_id, amount_cents=amount_cents)
 
-    return once(sessions, Inbox, msg.order_id, step, record, call_gateway)
+    return once(sessions, Inbox, msg.order_id, REFUND, record, call_gateway)

@@ -3,7 +3,7 @@ from typing import Any
 
 from contracts.messages import AuthorizePayment, RefundPayment
 from contracts.names import Task
-from contracts.runtime.app import make_app
+from contracts.runtime.app import PERSISTENT, make_app
 from contracts.runtime.step import StepRunner
 from services.payment import handlers
 from services.payment.db import sessions
@@ -24,7 +24,7 @@ def authorize(self: Any, payload: Any) -> dict[str, Any] | None:
 
 
 # A refund is a compensation: it must not give up, so it retries until the gateway answers.
-@app.task(name=Task.REFUND_PAYMENT, bind=True, max_retries=None)
+@app.task(name=Task.REFUND_PAYMENT, bind=True, max_retries=None, **PERSISTENT)
 def refund(self: Any, payload: Any) -> dict[str, Any] | None:
     return runner.run(self, payload, RefundPayment,
                       lambda msg: handlers.refund(msg, sessions(), gateway))

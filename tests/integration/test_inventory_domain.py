@@ -71,3 +71,10 @@ def test_concurrent_buyers_never_oversell(sessions):
     assert sum(o.succeeded for o in outcomes) == 10
     assert {o.reason for o in outcomes if not o.succeeded} == {"out_of_stock"}
     assert available(sessions, "LIMITED-1") == 0
+
+
+def test_a_reservation_arriving_after_the_release_takes_nothing(sessions):
+    handlers.release(ReleaseStock(order_id="o-1"), sessions)
+    late = handlers.reserve(paid("o-1", ("LIMITED-1", 2)), sessions)
+    assert (late.succeeded, late.reason) == (False, "cancelled")
+    assert available(sessions, "LIMITED-1") == 10

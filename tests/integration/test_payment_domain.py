@@ -89,3 +89,18 @@ def test_a_refund_returns_the_authorization_once(sessions, gateway):
 def test_refunding_an_order_that_was_never_authorized_is_a_no_op(sessions, gateway):
     outcome = handlers.refund(RefundPayment(order_id="never"), sessions, gateway)
     assert outcome.succeeded and outcome.detail["refunded"] is False
+
+
+def test_a_charge_the_gateway_made_but_we_never_recorded_is_still_refunded(sessions, gateway):
+    # the worker died between the gateway's approval and our commit
+    gateway.authorize(token="tok_visa", amount_cents=2598, currency="EUR",
+                      idempotency_key=handlers.authorization_key("o-1"))
+    outcome = handlers.refund(RefundPayment(order_id="o-1"), sessions, gateway)
+    assert outcome.detail["refunded"] is True and outcome.detail["amount_cents"] == 2598
+
+
+def test_an_authorization_arriving_after_the_refund_charges_nothing(sessions, gateway):
+    handlers.refund(RefundPayment(order_id="o-1"), sessions, gateway)
+    late = handlers.authorize(order_paid_with("tok_visa"), sessions, gateway)
+    assert (late.succeeded, late.reason) == (False, "cancelled")
+    assert charges(sessions) == 0

@@ -1,0 +1,37 @@
+"""The worker's consumer, keeping what Celery would otherwise ack or reject into nothing."""
+from typing import Any
+
+from celery.worker.consumer import Consumer
+
+from contracts.runtime import deadletters
+
+
+def _raw(message: Any) -> Any:
+    try:
+        return message.body.decode("utf-8", "replace") if isinstance(message.body, bytes) \
+            else message.body
+    except Exception:
+        return repr(message)
+
+
+def _task_name(message: Any) -> str:
+    headers = getattr(message, "headers", None) or {}
+    return str(headers.get("task") or "<no task name>")
+
+
+class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        deadletters.record(_task_name(message), None, _raw(message), f"undecodable body: {exc}")
+        super().on_decode_error(message, exc)
+
+    def on_unknown_message(self, body: Any, message: Any) -> None:
+        deadletters.record("<not a task message>", None, _raw(message), "unknown message format")
+        super().on_unknown_message(body, message)
+
+    def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
+        deadletters.record(_task_name(message), None, _raw(message), f"unknown task: {exc}")
+        super().on_unknown_task(body, message, exc)
+
+    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
+        deadletters.record(_task_name(message), None, _raw(message), f"invalid task: {exc}")
+        super().on_invalid_task(body, message, exc)

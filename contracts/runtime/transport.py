@@ -1,0 +1,57 @@
+"""kombu's Redis transport, except that junk on a queue is dead-lettered instead of stopping the
+worker: stock kombu decodes what BRPOP returns inside the event loop, and one non-JSON item
+there ends the worker's main process ("Unrecoverable error"). Pinned to kombu 5.7."""
+from typing import Any
+
+from kombu.exceptions import DecodeError
+from kombu.transport import redis
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import loads
+
+from contracts.runtime import deadletters
+
+ENVELOPE_KEYS = ("body", "properties")
+
+
+def decode_envelope(item: bytes | str) -> dict[str, Any]:
+    try:
+        envelope = loads(bytes_to_str(item))
+    except (ValueError, TypeError) as exc:
+        raise DecodeError(f"not JSON: {exc}") from exc
+    if not isinstance(envelope, dict) or any(k not in envelope for k in ENVELOPE_KEYS) \
+            or not isinstance(envelope["properties"], dict) \
+            or "delivery_tag" not in envelope["properties"]:
+        raise DecodeError("JSON, but not a kombu message envelope")
+    return envelope
+
+
+class Channel(redis.Channel):  # type: ignore[misc]
+    def _brpop_read(self, **options: Any) -> bool:
+        # the body of redis.Channel._brpop_read, with the decode guarded
+        try:
+            try:
+                dest__item = self.client.parse_response(self.client.connection, "BRPOP",
+                                                        **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()
+                raise
+            if not dest__item:
+                raise redis.Empty()
+            dest, item = dest__item
+            dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
+            self._queue_cycle.rotate(dest)
+            try:
+                envelope = decode_envelope(item)
+            except DecodeError as exc:
+                raw = item.decode("utf-8", "replace") if isinstance(item, bytes) else item
+                deadletters.record(f"<junk on queue {dest}>", None, raw, str(exc))
+                return True
+            self.connection._deliver(envelope, dest)
+            return True
+        finally:
+            self._in_poll = None
+            self._flush_brpop_reauth()
+
+
+class Transport(redis.Transport):  # type: ignore[misc]
+    Channel = Channel

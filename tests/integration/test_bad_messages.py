@@ -1,0 +1,77 @@
+"""A real payment worker fed everything CELERY_NOTES.md says kills or silently drops messages:
+it survives, and each one lands in its dead-letter store with the payload and the error."""
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+from kombu import Connection
+
+from contracts.runtime.app import make_app
+from devstack.supervisor import Supervisor
+from tests.e2e.conftest import redis_db, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def payment_worker(redis_url, tmp_path):
+    env = {"REDIS_URL": redis_db(redis_url, 6), "PAYMENT_DATABASE_URL": f"sqlite:///{tmp_path}/p.db",
+           "PYTHONPATH": str(ROOT)}
+    redis.Redis.from_url(env["REDIS_URL"]).flushdb()  # DB 6 is this test's own
+    supervisor = Supervisor(log_dir=tmp_path / "log", cwd=ROOT)
+    supervisor.run_once("migrate", [sys.executable, "-m", "services.payment", "migrate"], env)
+    supervisor.add("payment", [sys.executable, "-m", "services.payment", "worker", "-c", "2"],
+                   env, restart=False)
+    yield env, supervisor
+    supervisor.stop()
+
+
+def dead_letters(env):
+    out = subprocess.run([sys.executable, "-m", "services.payment", "dead-letters", "list"],
+                         env=env, capture_output=True, text=True, check=True, cwd=ROOT)
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def test_junk_never_stops_the_worker_and_nothing_is_lost(payment_worker):
+    env, supervisor = payment_worker
+    client = redis.Redis.from_url(env["REDIS_URL"])
+    for junk in (b"\xff\xfe not even utf-8", b"not json at all", b'"a json string"', b'{"body": 1}'):
+        client.lpush("payment", junk)
+    with Connection(env["REDIS_URL"]) as conn:  # a valid envelope whose body cannot be decoded
+        conn.Producer().publish(b"\x00{broken", routing_key="payment", content_type="application/json",
+                                content_encoding="utf-8",
+                                headers={"task": "payment.authorize", "id": "undecodable-1"})
+    sender = make_app("test", env["REDIS_URL"])
+    sender.send_task("payment.no_such_task", args=({"order_id": "o-unknown"},), queue="payment")
+    sender.send_task("payment.authorize", args=(1, 2, 3), queue="payment")  # wrong arguments
+    sender.send_task("payment.authorize", args=({"order": {"order_id": "o-schema"}},))
+
+    letters = wait_for(lambda: len(dead_letters(env)) >= 8 and dead_letters(env),
+                       timeout=30, what="eight dead letters")
+    errors = " | ".join(d["error"] for d in letters)
+    assert sum(d["task"] == "<junk on queue payment>" for d in letters) == 4
+    assert "undecodable body" in errors and "unknown task" in errors
+    assert "TypeError" in errors and "validation error" in errors
+    assert any(d["order_id"] == "o-schema" for d in letters)
+    worker = psutil.Process(supervisor.pid("payment"))
+    assert worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE
+    assert supervisor.restarts.get("payment", 0) == 0
+
+    # and it still does real work: a refund's reply reaches the saga queue
+    sender.send_task("payment.refund", args=({"order_id": "o-after"},))
+    seen: set[str] = set()
+    wait_for(lambda: "o-after" in replies_seen(client, seen), timeout=20,
+             what="the refund's reply")
+
+
+def replies_seen(client, seen):
+    """Order ids of the replies on the `saga` queue (Celery's envelope: base64 JSON body)."""
+    while (raw := client.rpop("saga")) is not None:
+        args = json.loads(base64.b64decode(json.loads(raw)["body"]))[0]
+        seen.add(args[0]["order_id"])
+    return seen
