@@ -18,6 +18,11 @@ from orchestrator.models import Order, Outbox
 
 log = logging.getLogger("saga.dispatch")
 
+# The outbox already guarantees the message: publishing from a request (or the relay) gives up
+# at once when the broker is away, instead of holding the request for the patient default.
+FAIL_FAST = {"retry": True, "retry_policy": {"max_retries": 1, "interval_start": 0,
+                                              "interval_step": 0.2, "interval_max": 0.2}}
+
 
 def saga_order(order: Order) -> SagaOrder:
     return SagaOrder(order_id=order.id, customer_email=order.customer_email,
@@ -61,9 +66,9 @@ def message(order: Order, task: str) -> dict[str, Any]:
 
 def publish(app: Celery, order: Order, task: str) -> None:
     if task == saga.STEPS[0].action:
-        forward_chain(app, order).apply_async()
+        forward_chain(app, order).apply_async(**FAIL_FAST)
     else:
-        _signature(app, order.id, task, (message(order, task),)).apply_async()
+        _signature(app, order.id, task, (message(order, task),)).apply_async(**FAIL_FAST)
 
 
 def flush(app: Celery, sessions: sessionmaker, outbox_ids: list[int]) -> None:  # type: ignore[type-arg]

@@ -37,9 +37,13 @@ class Order(Base):
     compensating: Mapped[list[str]] = mapped_column(JSON, default=list)
     compensated: Mapped[list[str]] = mapped_column(JSON, default=list)
     needs_attention: Mapped[bool] = mapped_column(default=False)
+    closed: Mapped[bool] = mapped_column(default=False, server_default="0")
+    redrives: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # the last time the saga heard from a step or acted: what the sweeper measures stalls by
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow,
                                                  onupdate=utcnow)
+    __table_args__ = (Index("orders_open", "closed", "updated_at"),)
 
 
 class SagaEvent(Base):

@@ -18,7 +18,7 @@ def state_of(order: Order) -> saga.SagaState:
     return saga.SagaState(status=order.status, reason=order.reason,
                           compensating=tuple(order.compensating),
                           compensated=tuple(order.compensated),
-                          needs_attention=order.needs_attention)
+                          needs_attention=order.needs_attention, closed=order.closed)
 
 
 def on_reply(sessions: sessionmaker, reply: StepReply) -> list[int]:  # type: ignore[type-arg]
@@ -50,12 +50,8 @@ def _apply(sessions: sessionmaker, order_id: str, step: str, status: str,  # typ
             decision = saga.on_failed(before, step, reason or "failed", raised=raised)
         else:
             decision = saga.Decision(before)
-        _store(order, decision.state)
-        rows = [Outbox(order_id=order_id, task=task) for task in decision.send]
-        session.add_all(rows)
-        session.flush()
         _log_transition(order_id, step, status, before, decision)
-        return [row.id for row in rows]
+        return store(session, order, decision)
 
 
 def _record(session: Session, order_id: str, step: str, status: str, reason: str | None,
@@ -71,10 +67,17 @@ def _record(session: Session, order_id: str, step: str, status: str, reason: str
     return True
 
 
-def _store(order: Order, state: saga.SagaState) -> None:
+def store(session: Session, order: Order, decision: saga.Decision) -> list[int]:
+    """Save the saga's new state and the messages it owes (outbox rows, published after commit)."""
+    state = decision.state
     order.status, order.reason = state.status, state.reason
     order.compensating, order.compensated = list(state.compensating), list(state.compensated)
-    order.needs_attention = state.needs_attention
+    order.needs_attention, order.closed = state.needs_attention, state.closed
+    order.updated_at = utcnow()
+    rows = [Outbox(order_id=order.id, task=task) for task in decision.send]
+    session.add_all(rows)
+    session.flush()
+    return [row.id for row in rows]
 
 
 def _log_transition(order_id: str, step: str, status: str, before: saga.SagaState,

@@ -31,6 +31,7 @@ class SagaState:
     compensating: tuple[str, ...] = ()  # still to run, next first
     compensated: tuple[str, ...] = ()
     needs_attention: bool = False
+    closed: bool = False  # the customer has been told: the saga owes nothing more
 
     @property
     def failing(self) -> bool:
@@ -44,6 +45,8 @@ class Decision:
 
 
 def on_succeeded(state: SagaState, step: str) -> Decision:
+    if step in (ACTIONS[-1], ON_FAILURE):
+        state = replace(state, closed=True)
     if step in COMPENSATIONS:
         if not state.compensating or state.compensating[0] != step:
             return Decision(state)  # a duplicate reply
@@ -66,6 +69,22 @@ def on_failed(state: SagaState, step: str, reason: str, raised: bool = False) ->
     done = ACTIONS.index(step) + (1 if raised else 0)
     undo = tuple(s.compensation for s in reversed(STEPS[:done]) if s.compensation)
     return _compensate_next(replace(state, reason=reason, compensating=undo))
+
+
+def redrive(state: SagaState, age_s: float, saga_deadline_s: float) -> Decision:
+    """A saga that made no progress for a step's deadline (a message lost in a Redis restart, a
+    worker killed mid-step): send again what it waits for. Every step is idempotent, so the
+    forward chain is simply sent again from the start. Past the saga's deadline, give up and
+    compensate everything that may have happened."""
+    if state.closed or state.needs_attention:
+        return Decision(state)
+    if state.failing:
+        return Decision(state, send=state.compensating[:1])
+    if state.status == "failed":
+        return Decision(state, send=(ON_FAILURE,))
+    if state.status == "pending" and age_s > saga_deadline_s:
+        return on_failed(state, PIVOT, "timed_out", raised=True)
+    return Decision(state, send=(ACTIONS[0],))
 
 
 def _past_pivot(step: str, inclusive: bool = False) -> bool:

@@ -14,6 +14,11 @@ class Settings(BaseSettings):
     # the saga worker re-publishes outbox rows the API or a reply handler could not publish
     relay_interval_s: float = 2.0
     relay_grace_s: float = 5.0
+    # a saga that hears nothing for step_deadline_s is driven again (its steps are idempotent);
+    # one still pending after saga_deadline_s is compensated. The step deadline exceeds the
+    # longest retry countdown (60 s), so a step that is retrying is never driven twice.
+    step_deadline_s: float = 120.0
+    saga_deadline_s: float = 900.0
 
 
 @cache

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 from contracts.messages import StepFailed, StepReply
 from contracts.names import Task
 from contracts.runtime.step import StepRunner
-from orchestrator import dispatch, replies
+from orchestrator import dispatch, replies, sweeper
 from orchestrator.broker import app
 from orchestrator.db import sessions
 from orchestrator.models import DeadLetter
@@ -46,20 +46,23 @@ def step_failed(self: Any, payload: Any) -> None:
 _stop = threading.Event()
 
 
-def _relay_forever() -> None:
+def _recover_forever() -> None:
+    """The saga worker's background duty: publish what is owed, drive what stalled."""
     settings = get_settings()
     while not _stop.wait(settings.relay_interval_s):
         try:
             dispatch.relay(app, sessions(), settings.relay_grace_s)
-        except Exception:  # keep relaying: the next round may find the broker or DB back
-            log.exception("outbox relay round failed")
+            owed = sweeper.sweep(sessions(), settings.step_deadline_s, settings.saga_deadline_s)
+            dispatch.flush(app, sessions(), owed)
+        except Exception:  # keep going: the next round may find the broker or DB back
+            log.exception("relay/sweep round failed")
 
 
 @worker_ready.connect
-def _start_relay(**_: Any) -> None:
-    threading.Thread(target=_relay_forever, name="outbox-relay", daemon=True).start()
+def _start_recovery(**_: Any) -> None:
+    threading.Thread(target=_recover_forever, name="relay-and-sweeper", daemon=True).start()
 
 
 @worker_shutting_down.connect
-def _stop_relay(**_: Any) -> None:
+def _stop_recovery(**_: Any) -> None:
     _stop.set()

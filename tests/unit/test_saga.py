@@ -1,6 +1,6 @@
 """The saga's rules, without Celery or a database."""
 from contracts.names import Task
-from orchestrator.saga import SagaState, on_failed, on_succeeded
+from orchestrator.saga import SagaState, on_failed, on_succeeded, redrive
 
 
 def run(*events: tuple[str, str, str | None]) -> tuple[SagaState, list[str]]:
@@ -71,3 +71,32 @@ def test_a_compensation_that_fails_for_good_asks_for_a_person():
                       (Task.REFUND_PAYMENT, "raised", "payment_error"))
     assert state.needs_attention and state.status == "pending"
     assert sent == [Task.REFUND_PAYMENT]
+
+
+def test_the_saga_closes_when_the_customer_has_been_told():
+    state, _ = run((Task.AUTHORIZE_PAYMENT, "succeeded", None),
+                   (Task.RESERVE_STOCK, "succeeded", None))
+    assert not state.closed
+    state, _ = run((Task.AUTHORIZE_PAYMENT, "succeeded", None),
+                   (Task.RESERVE_STOCK, "succeeded", None),
+                   (Task.SEND_CONFIRMATION, "succeeded", None))
+    assert state.closed and state.status == "confirmed"
+    assert redrive(state, age_s=10_000, saga_deadline_s=60).send == ()
+
+
+def test_a_stalled_saga_is_driven_again_from_where_it_waits():
+    assert redrive(SagaState(), 5, 60).send == (Task.AUTHORIZE_PAYMENT,)
+    confirmed = SagaState(status="confirmed")
+    assert redrive(confirmed, 5_000, 60).send == (Task.AUTHORIZE_PAYMENT,)  # ends in the mail
+    compensating, _ = run((Task.AUTHORIZE_PAYMENT, "succeeded", None),
+                          (Task.RESERVE_STOCK, "failed", "out_of_stock"))
+    assert redrive(compensating, 5, 60).send == (Task.REFUND_PAYMENT,)
+    failed, _ = run((Task.AUTHORIZE_PAYMENT, "failed", "payment_declined"))
+    assert redrive(failed, 5, 60).send == (Task.SEND_FAILURE_NOTICE,)
+
+
+def test_past_its_deadline_a_pending_saga_compensates_everything_that_may_have_happened():
+    decision = redrive(SagaState(), age_s=61, saga_deadline_s=60)
+    assert decision.state.reason == "timed_out"
+    assert decision.send == (Task.RELEASE_STOCK,)
+    assert decision.state.compensating == (Task.RELEASE_STOCK, Task.REFUND_PAYMENT)

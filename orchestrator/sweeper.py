@@ -1,0 +1,42 @@
+"""Recovery that does not depend on any message arriving: errbacks are best-effort and Redis may
+lose what it held. Sagas that stalled are driven again, or compensated past their deadline."""
+import logging
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import sessionmaker
+
+from contracts.runtime.store import utcnow
+from orchestrator import saga
+from orchestrator.models import Order
+from orchestrator.replies import state_of, store
+
+log = logging.getLogger("saga.sweeper")
+
+
+def sweep(sessions: sessionmaker, step_deadline_s: float,  # type: ignore[type-arg]
+          saga_deadline_s: float, limit: int = 200) -> list[int]:
+    """Returns the outbox rows to publish."""
+    cutoff = utcnow() - timedelta(seconds=step_deadline_s)
+    with sessions.begin() as session:
+        stalled = list(session.scalars(
+            select(Order.id).where(Order.closed.is_(False), Order.needs_attention.is_(False),
+                                   Order.updated_at < cutoff)
+            .order_by(Order.updated_at).limit(limit)))
+    owed: list[int] = []
+    for order_id in stalled:
+        with sessions.begin() as session:
+            order = session.get(Order, order_id, with_for_update=True)
+            if order is None or order.closed or order.updated_at >= cutoff:
+                continue  # it moved on meanwhile, or another sweeper took it
+            age_s = (utcnow() - order.created_at).total_seconds()
+            before = state_of(order)
+            decision = saga.redrive(before, age_s, saga_deadline_s)
+            order.redrives += 1
+            owed += store(session, order, decision)
+            log.warning("stalled order_id=%s status=%s idle_s>%.0f redrive=%d send=%s%s",
+                        order_id, before.status, step_deadline_s, order.redrives,
+                        list(decision.send),
+                        " (saga deadline passed: compensating)"
+                        if decision.state.reason == "timed_out" and not before.reason else "")
+    return owed
