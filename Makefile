@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test lint-imports venv clean
+.PHONY: run test lint-imports venv clean chaos bench
 
 venv: $(VENV)/.installed
 
@@ -21,5 +21,12 @@ lint-imports: venv
 test: venv lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The saga against bare Celery, in one run: python -m bench --help (e.g. BENCH_ARGS=--quick)
+bench: venv
+	$(PY) -m bench $(BENCH_ARGS)
+
 clean:
 	rm -rf var .pytest_cache
+
+chaos: venv
+	$(PY) -m chaos $(CHAOS_ARGS)

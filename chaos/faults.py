@@ -1,0 +1,111 @@
+"""How each fault is done to the running system, from outside, as an operator's bad day would."""
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import redis
+
+from chaos.plan import Fault
+from devstack.stack import Stack
+
+
+class Injector:
+    def __init__(self, stack: Stack, say) -> None:  # type: ignore[no-untyped-def]
+        self.stack, self.say = stack, say
+        self.junk_sent = 0
+        self.duplicates_sent = 0
+
+    def apply(self, fault: Fault) -> None:
+        getattr(self, fault.kind)(fault)
+
+    def kill_main(self, fault: Fault) -> None:
+        pid = self.stack.supervisor.pid(fault.target)
+        if pid is None:
+            self.say(f"{fault.target} has no running process to kill")
+            return
+        os.kill(pid, signal.SIGKILL)
+        self.say(f"kill -9 {fault.target} main process {pid}")
+
+    def kill_child(self, fault: Fault) -> None:
+        pid = self.stack.supervisor.pid(fault.target)
+        children = psutil.Process(pid).children() if pid else []
+        if not children:
+            self.say(f"{fault.target} has no pool child to kill")
+            return
+        victim = children[0].pid
+        os.kill(victim, signal.SIGKILL)
+        self.say(f"kill -9 {fault.target} pool child {victim}")
+
+    def redis_restart(self, _: Fault) -> None:
+        broker = self._broker()
+        broker.stop()
+        broker.start()
+        self.say("redis restarted (append-only file kept: nothing lost)")
+
+    def redis_wipe(self, _: Fault) -> None:
+        broker = self._broker()
+        broker.stop()
+        for leftover in [*broker.data_dir.glob("appendonly*"), *broker.data_dir.glob("*.rdb")]:
+            if leftover.is_dir():
+                for part in leftover.iterdir():
+                    part.unlink()
+                leftover.rmdir()
+            else:
+                leftover.unlink()
+        broker.start()
+        self.say("redis restarted WITHOUT persistence: every queued and unacked message is gone")
+
+    def duplicate(self, fault: Fault) -> None:
+        """Queued messages pushed again, and in-flight (unacked) ones too: redelivery as it is."""
+        client = self._client()
+        copies = client.lrange(fault.target, 0, 4)
+        for raw in client.hvals("unacked")[:5]:
+            payload, _exchange, routing_key = json.loads(raw)
+            if routing_key == fault.target:
+                copies.append(json.dumps(payload).encode())
+        for raw in copies:
+            client.lpush(fault.target, raw)
+        self.duplicates_sent += len(copies)
+        self.say(f"duplicated {len(copies)} message(s) on queue {fault.target}")
+
+    def junk(self, fault: Fault) -> None:
+        client = self._client()
+        for junk in (b"\x00\xffnot json at all", b'{"json": "but not a message"}'):
+            client.lpush(fault.target, junk)
+            self.junk_sent += 1
+        self.say(f"pushed 2 junk messages onto queue {fault.target}")
+
+    def smtp_outage(self, fault: Fault) -> None:
+        smtp = self.stack.smtp
+        assert smtp is not None
+        smtp.stop()
+        self.say(f"SMTP refusing connections for {fault.duration_s:.0f}s")
+
+        def back() -> None:
+            time.sleep(fault.duration_s)
+            smtp.start()
+            self.say("SMTP back")
+        threading.Thread(target=back, daemon=True).start()
+
+    def _broker(self):  # type: ignore[no-untyped-def]
+        assert self.stack.redis is not None, "chaos runs on its own embedded redis"
+        return self.stack.redis
+
+    def _client(self) -> "redis.Redis[bytes]":
+        for attempt in range(20):
+            try:
+                client = redis.Redis.from_url(self.stack.env["REDIS_URL"], socket_timeout=5)
+                client.ping()
+                return client
+            except redis.ConnectionError:
+                time.sleep(0.5)
+        raise RuntimeError("redis did not come back")
+
+
+def maildir_of(stack: Stack) -> Path:
+    assert stack.maildir is not None
+    return stack.maildir
