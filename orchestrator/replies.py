@@ -56,10 +56,12 @@ def _apply(sessions: sessionmaker, order_id: str, step: str, status: str,  # typ
 
 def _record(session: Session, order_id: str, step: str, status: str, reason: str | None,
             attempt: int, at: datetime, detail: dict[str, Any]) -> bool:
-    # under the order's row lock, so check-then-insert cannot race
-    seen = session.scalar(select(SagaEvent.id).where(
-        SagaEvent.order_id == order_id, SagaEvent.name == step, SagaEvent.status == status,
-        SagaEvent.attempt == attempt))
+    # under the order's row lock, so check-then-insert cannot race. A step succeeds or fails
+    # once, whatever attempt number a duplicate delivery carries; each retry is its own event.
+    same = [SagaEvent.order_id == order_id, SagaEvent.name == step, SagaEvent.status == status]
+    if status == "retrying":
+        same.append(SagaEvent.attempt == attempt)
+    seen = session.scalar(select(SagaEvent.id).where(*same).limit(1))
     if seen is not None:
         return False
     session.add(SagaEvent(order_id=order_id, name=step, status=status, attempt=attempt,

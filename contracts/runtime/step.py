@@ -4,12 +4,14 @@ line, and stop the chain when the step failed for good."""
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, TypeVar
 
 import redis
+from redis.exceptions import LockError
 from celery import Task as CeleryTask
 from celery.utils.time import get_exponential_backoff_interval
 from pydantic import BaseModel, Field, ValidationError
@@ -25,6 +27,13 @@ log = logging.getLogger("saga.step")
 # Redis keeps no delivery count: a message that kills its worker every time would come back
 # forever. Past this many deliveries of the same attempt it is dead-lettered instead.
 MAX_DELIVERIES = 5
+
+# Two deliveries of one step at once (a duplicate, a redelivery racing the original) would both
+# pass the inbox check and both send the e-mail. A lock per (order, step) makes the second wait,
+# then find the first one's outcome in the inbox. The inbox stays what makes it correct; the lock
+# only stops concurrent runs, and its lease frees it if the holder dies.
+LOCK_LEASE_S = 60
+LOCK_WAIT_S = 20
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -99,7 +108,13 @@ class StepRunner:
             outcome = StepOutcome.failed("invalid_message", errors=errors)
         else:
             try:
-                outcome = handler(message)
+                with exclusive(task, order_id):
+                    outcome = handler(message)
+            except Busy as exc:
+                # a duplicate: come back once the other delivery is done, whatever the budget
+                log_step(order_id=order_id, step=task.name, outcome="busy", attempt=attempt)
+                raise task.retry(exc=exc, countdown=LOCK_WAIT_S,
+                                 max_retries=task.request.retries + 1)
             except RetryableError as exc:
                 if task.max_retries is None or task.request.retries < task.max_retries:
                     countdown = get_exponential_backoff_interval(
@@ -159,6 +174,28 @@ def count_delivery(task: CeleryTask) -> int:
     pipe.incr(key)
     pipe.expire(key, 86400)
     return int(pipe.execute()[0])
+
+
+class Busy(RetryableError):
+    exhausted_reason = "step_busy"
+
+
+@contextmanager
+def exclusive(task: CeleryTask, order_id: str | None) -> Iterator[None]:
+    if order_id is None or not str(task.app.conf.broker_url).startswith("redis"):
+        yield
+        return
+    lock = _redis(task.app.conf.broker_url).lock(
+        f"saga:running:{order_id}:{task.name}", timeout=LOCK_LEASE_S, blocking_timeout=LOCK_WAIT_S)
+    if not lock.acquire():
+        raise Busy(f"another delivery of {task.name} for {order_id} is still running")
+    try:
+        yield
+    finally:
+        try:
+            lock.release()
+        except LockError:  # the lease ran out: the inbox already holds what we did
+            log.warning("lock lease expired order_id=%s step=%s", order_id, task.name)
 
 
 def _ms(started: float) -> float:
