@@ -41,10 +41,17 @@ def _apply(sessions: sessionmaker, order_id: str, step: str, status: str,  # typ
         if order is None:
             log.warning("reply for unknown order order_id=%s step=%s", order_id, step)
             return []
+        succeeded_before = _succeeded(session, order_id, step)
         if not _record(session, order_id, step, status, reason, attempt, at, detail):
             return []  # a duplicate delivery: already applied
         before = state_of(order)
-        if status == "succeeded":
+        if raised and succeeded_before:
+            # The step's effect is done and reported; what failed came after (publishing the
+            # next step in a Redis blip). Nothing to undo: the sweeper drives it on if it stalls.
+            log.warning("late errback ignored order_id=%s step=%s: the step had succeeded",
+                        order_id, step)
+            decision = saga.Decision(before)
+        elif status == "succeeded":
             decision = saga.on_succeeded(before, step)
         elif status == "failed":
             decision = saga.on_failed(before, step, reason or "failed", raised=raised)
@@ -52,6 +59,12 @@ def _apply(sessions: sessionmaker, order_id: str, step: str, status: str,  # typ
             decision = saga.Decision(before)
         _log_transition(order_id, step, status, before, decision)
         return store(session, order, decision)
+
+
+def _succeeded(session: Session, order_id: str, step: str) -> bool:
+    return session.scalar(select(SagaEvent.id).where(
+        SagaEvent.order_id == order_id, SagaEvent.name == step,
+        SagaEvent.status == "succeeded").limit(1)) is not None
 
 
 def _record(session: Session, order_id: str, step: str, status: str, reason: str | None,

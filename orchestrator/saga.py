@@ -45,7 +45,11 @@ class Decision:
 
 
 def on_succeeded(state: SagaState, step: str) -> Decision:
-    if step in (ACTIONS[-1], ON_FAILURE):
+    if step == ACTIONS[-1]:
+        # the confirmation went out: an earlier alarm about it (a crash report racing the
+        # success) is answered
+        state = replace(state, closed=True, needs_attention=False)
+    elif step == ON_FAILURE:
         state = replace(state, closed=True)
     if step in COMPENSATIONS:
         if not state.compensating or state.compensating[0] != step:

@@ -11,7 +11,11 @@ from functools import cache
 from typing import Any, TypeVar
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import LockError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 from celery import Task as CeleryTask
 from celery.utils.time import get_exponential_backoff_interval
 from pydantic import BaseModel, Field, ValidationError
@@ -162,7 +166,10 @@ class StepRunner:
 
 @cache
 def _redis(url: str) -> "redis.Redis[bytes]":
-    return redis.Redis.from_url(url, socket_timeout=5)
+    # waits out a Redis restart (~15 s) instead of failing the step it guards
+    return redis.Redis.from_url(url, socket_timeout=5, retry=Retry(ExponentialBackoff(cap=2.0,
+                                base=0.1), retries=12),
+                                retry_on_error=[RedisConnectionError, RedisTimeoutError])
 
 
 def count_delivery(task: CeleryTask) -> int:

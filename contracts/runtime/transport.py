@@ -7,6 +7,7 @@ from kombu.exceptions import DecodeError
 from kombu.transport import redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from contracts.runtime import deadletters
 
@@ -26,6 +27,14 @@ def decode_envelope(item: bytes | str) -> dict[str, Any]:
 
 
 class Channel(redis.Channel):  # type: ignore[misc]
+    def _connparams(self, asynchronous: bool = False) -> Any:
+        # With a threads pool, Redis going away closes a channel that another thread is about to
+        # publish on; stock kombu then raises AttributeError, which no retry policy catches, and
+        # Celery drops the message (Reject). A connection error is retried on a revived channel.
+        if self.connection is None:
+            raise RedisConnectionError("channel closed under us by a lost connection")
+        return super()._connparams(asynchronous=asynchronous)
+
     def _brpop_read(self, **options: Any) -> bool:
         # the body of redis.Channel._brpop_read, with the decode guarded
         try:

@@ -1,6 +1,5 @@
 """A real payment worker fed everything CELERY_NOTES.md says kills or silently drops messages:
 it survives, and each one lands in its dead-letter store with the payload and the error."""
-import base64
 import json
 import subprocess
 import sys
@@ -12,23 +11,15 @@ import redis
 from kombu import Connection
 
 from contracts.runtime.app import make_app
-from devstack.supervisor import Supervisor
-from tests.e2e.conftest import redis_db, wait_for
+from tests.e2e.conftest import wait_for
+from tests.integration.conftest import saga_replies
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def payment_worker(redis_url, tmp_path):
-    env = {"REDIS_URL": redis_db(redis_url, 6), "PAYMENT_DATABASE_URL": f"sqlite:///{tmp_path}/p.db",
-           "PYTHONPATH": str(ROOT)}
-    redis.Redis.from_url(env["REDIS_URL"]).flushdb()  # DB 6 is this test's own
-    supervisor = Supervisor(log_dir=tmp_path / "log", cwd=ROOT)
-    supervisor.run_once("migrate", [sys.executable, "-m", "services.payment", "migrate"], env)
-    supervisor.add("payment", [sys.executable, "-m", "services.payment", "worker", "-c", "2"],
-                   env, restart=False)
-    yield env, supervisor
-    supervisor.stop()
+def payment_worker(service_worker, tmp_path):
+    return service_worker("payment", f"sqlite:///{tmp_path}/p.db")
 
 
 def dead_letters(env):
@@ -64,14 +55,6 @@ def test_junk_never_stops_the_worker_and_nothing_is_lost(payment_worker):
 
     # and it still does real work: a refund's reply reaches the saga queue
     sender.send_task("payment.refund", args=({"order_id": "o-after"},))
-    seen: set[str] = set()
-    wait_for(lambda: "o-after" in replies_seen(client, seen), timeout=20,
+    seen: dict = {}
+    wait_for(lambda: "o-after" in saga_replies(client, seen), timeout=20,
              what="the refund's reply")
-
-
-def replies_seen(client, seen):
-    """Order ids of the replies on the `saga` queue (Celery's envelope: base64 JSON body)."""
-    while (raw := client.rpop("saga")) is not None:
-        args = json.loads(base64.b64decode(json.loads(raw)["body"]))[0]
-        seen.add(args[0]["order_id"])
-    return seen

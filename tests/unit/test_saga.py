@@ -100,3 +100,12 @@ def test_past_its_deadline_a_pending_saga_compensates_everything_that_may_have_h
     assert decision.state.reason == "timed_out"
     assert decision.send == (Task.RELEASE_STOCK,)
     assert decision.state.compensating == (Task.RELEASE_STOCK, Task.REFUND_PAYMENT)
+
+
+def test_a_crash_report_about_the_mail_is_answered_when_the_mail_goes_out():
+    state, _ = run((Task.AUTHORIZE_PAYMENT, "succeeded", None),
+                   (Task.RESERVE_STOCK, "succeeded", None),
+                   (Task.SEND_CONFIRMATION, "raised", "notify_error"))
+    assert state.needs_attention
+    state = on_succeeded(state, Task.SEND_CONFIRMATION).state
+    assert (state.status, state.closed, state.needs_attention) == ("confirmed", True, False)
