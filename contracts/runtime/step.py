@@ -99,11 +99,20 @@ class StepRunner:
         attempt = task.request.retries + 1
         order_id = order_id_of(payload)
         deliveries = count_delivery(task)
-        if deliveries > MAX_DELIVERIES:
-            error = f"delivered {deliveries} times without finishing: a poison message?"
-            self.dead_letter(task.name, order_id, payload, error)
-            return self.finish(task, order_id, attempt, started,
-                               StepOutcome.failed("poison_message", deliveries=deliveries))
+        try:
+            if deliveries > MAX_DELIVERIES:
+                error = f"delivered {deliveries} times without finishing: a poison message?"
+                self.dead_letter(task.name, order_id, payload, error)
+                return self.finish(task, order_id, attempt, started,
+                                   StepOutcome.failed("poison_message", deliveries=deliveries))
+            return self._run(task, payload, schema, handler, order_id, attempt, started)
+        finally:
+            # this delivery finished, whatever its outcome: only those that die mid-run count
+            forget_delivery(task)
+
+    def _run(self, task: CeleryTask, payload: Any, schema: type[M],
+             handler: Callable[[M], StepOutcome], order_id: str | None, attempt: int,
+             started: float) -> dict[str, Any] | None:
         try:
             message = schema.model_validate(payload)
         except ValidationError as exc:
@@ -172,15 +181,28 @@ def _redis(url: str) -> "redis.Redis[bytes]":
                                 retry_on_error=[RedisConnectionError, RedisTimeoutError])
 
 
+def _delivery_key(task: CeleryTask) -> str:
+    return f"saga:deliveries:{task.request.id}:{task.request.retries}"
+
+
 def count_delivery(task: CeleryTask) -> int:
-    """How many times this very message (task id and retry number) has been delivered."""
+    """How many deliveries of this very message (task id and retry number) have started without
+    finishing: more than one means earlier ones died mid-run (a killed worker)."""
     if not str(task.app.conf.broker_url).startswith("redis"):
         return 1
-    key = f"saga:deliveries:{task.request.id}:{task.request.retries}"
     pipe = _redis(task.app.conf.broker_url).pipeline()
-    pipe.incr(key)
-    pipe.expire(key, 86400)
+    pipe.incr(_delivery_key(task))
+    pipe.expire(_delivery_key(task), 86400)
     return int(pipe.execute()[0])
+
+
+def forget_delivery(task: CeleryTask) -> None:
+    if not str(task.app.conf.broker_url).startswith("redis"):
+        return
+    try:
+        _redis(task.app.conf.broker_url).delete(_delivery_key(task))
+    except redis.RedisError:  # the count expires on its own; the step's outcome stands
+        log.warning("could not clear the delivery count of %s", task.request.id)
 
 
 class Busy(RetryableError):

@@ -58,3 +58,29 @@ def test_junk_never_stops_the_worker_and_nothing_is_lost(payment_worker):
     seen: dict = {}
     wait_for(lambda: "o-after" in saga_replies(client, seen), timeout=20,
              what="the refund's reply")
+
+
+def test_a_message_whose_deliveries_keep_dying_is_dead_lettered_as_poison(payment_worker):
+    env, _ = payment_worker
+    client = redis.Redis.from_url(env["REDIS_URL"])
+    message = {"order_id": "o-poison"}
+    # five earlier deliveries of this very message died mid-run (as a kill -9 leaves them)
+    client.set("saga:deliveries:o-poison:payment.refund:0", 5)
+    sender = make_app("test", env["REDIS_URL"])
+    sender.send_task("payment.refund", args=(message,), task_id="o-poison:payment.refund")
+    [letter] = wait_for(lambda: [d for d in dead_letters(env) if d["order_id"] == "o-poison"],
+                        timeout=20, what="the poison dead letter")
+    assert "delivered 6 times" in letter["error"]
+
+
+def test_sending_the_same_step_again_and_again_is_never_poison(payment_worker):
+    env, _ = payment_worker
+    client = redis.Redis.from_url(env["REDIS_URL"])
+    sender = make_app("test", env["REDIS_URL"])
+    replies: dict = {}
+    for _ in range(7):  # as the sweeper re-sends a stalled saga's chain, with the same task id
+        sender.send_task("payment.refund", args=({"order_id": "o-again"},),
+                         task_id="o-again:payment.refund")
+        wait_for(lambda: len(saga_replies(client, replies).get("o-again", [])) >= 1, timeout=20)
+        replies.clear()
+    assert [d for d in dead_letters(env) if d["order_id"] == "o-again"] == []
