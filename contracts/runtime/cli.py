@@ -11,6 +11,7 @@ from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
+from contracts.names import queue_of
 from contracts.runtime.store import migrate, revision
 from contracts.runtime.store import utcnow
 
@@ -103,7 +104,14 @@ class ServiceCli:
             if row is None:
                 print(f"no dead letter {args.id}")
                 return 1
-            self.app().send_task(row.task, args=(json.loads(row.payload),))
+            try:
+                queue_of(row.task)
+                payload = json.loads(row.payload)
+            except ValueError:
+                print(f"dead letter {args.id} is not a message of ours ({row.task}): "
+                      "nothing to re-drive it to; it stays listed for the record")
+                return 1
+            self.app().send_task(row.task, args=(payload,))
             row.retried_at = utcnow()
         print(f"re-sent dead letter {args.id} to {row.task}")
         return 0

@@ -49,6 +49,10 @@ def test_junk_never_stops_the_worker_and_nothing_is_lost(payment_worker):
     assert "undecodable body" in errors and "unknown task" in errors
     assert "TypeError" in errors and "validation error" in errors
     assert any(d["order_id"] == "o-schema" for d in letters)
+    junk_id = next(d["id"] for d in letters if d["task"].startswith("<junk"))
+    redrive = subprocess.run([sys.executable, "-m", "services.payment", "dead-letters", "retry",
+                              str(junk_id)], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert redrive.returncode == 1 and "not a message of ours" in redrive.stdout
     worker = psutil.Process(supervisor.pid("payment"))
     assert worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE
     assert supervisor.restarts.get("payment", 0) == 0
@@ -71,6 +75,15 @@ def test_a_message_whose_deliveries_keep_dying_is_dead_lettered_as_poison(paymen
     [letter] = wait_for(lambda: [d for d in dead_letters(env) if d["order_id"] == "o-poison"],
                         timeout=20, what="the poison dead letter")
     assert "delivered 6 times" in letter["error"]
+
+    # an operator re-drives it once the cause is fixed: it runs, and the letter is marked
+    replies: dict = {}
+    saga_replies(client, replies)
+    cli = [sys.executable, "-m", "services.payment", "dead-letters"]
+    subprocess.run([*cli, "retry", str(letter["id"])], env=env, cwd=ROOT, check=True)
+    wait_for(lambda: [r for r in saga_replies(client, replies).get("o-poison", [])
+                      if r["status"] == "succeeded"], timeout=20, what="the re-driven refund")
+    assert [d for d in dead_letters(env) if d["order_id"] == "o-poison"] == []  # not pending
 
 
 def test_sending_the_same_step_again_and_again_is_never_poison(payment_worker):
