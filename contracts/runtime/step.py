@@ -36,8 +36,8 @@ MAX_DELIVERIES = 5
 # pass the inbox check and both send the e-mail. A lock per (order, step) makes the second wait,
 # then find the first one's outcome in the inbox. The inbox stays what makes it correct; the lock
 # only stops concurrent runs, and its lease frees it if the holder dies.
-LOCK_LEASE_S = 60
-LOCK_WAIT_S = 20
+LOCK_LEASE_S = 30  # longer than any one run of a step (SMTP times out at 10 s)
+LOCK_WAIT_S = 10
 
 M = TypeVar("M", bound=BaseModel)
 
