@@ -78,6 +78,10 @@ class SendFailureNotice(Message):
 
 StepStatus = Literal["succeeded", "failed", "retrying"]
 
+# reasons with a meaning for the saga
+STUCK = "stuck"  # on a retrying reply: the step keeps failing, a person should look
+POISON = "poison_message"  # the step's deliveries kept dying mid-run: treat it as a crash
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)

@@ -1,16 +1,20 @@
 """The HTTP API: POST /orders, GET /orders/{id}, GET /healthz (INTERFACE.md)."""
+import json
 import logging
+import uuid
 from collections.abc import Iterator
-from typing import Annotated
+from functools import cache
+from typing import Annotated, Any
 
 import redis
-from fastapi import Depends, FastAPI, Header, HTTPException, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from orchestrator import catalog, dispatch, orders
-from orchestrator.broker import app as celery_app
+from orchestrator import broker, catalog, dispatch, orders
 from orchestrator.db import read_sessions, sessions
 from orchestrator.schemas import OrderIn, OrderOut, StepOut
 from orchestrator.settings import get_settings
@@ -18,8 +22,35 @@ from orchestrator.settings import get_settings
 log = logging.getLogger("saga.api")
 api = FastAPI(title="Order saga", version="0.1.0",
               description="Orders go payment → inventory → e-mail; failures are compensated.")
-broker_ping = redis.Redis.from_url(get_settings().redis_url, socket_timeout=1,
-                                   socket_connect_timeout=1)
+
+
+@cache
+def broker_ping() -> redis.Redis:
+    # made on first use, not at import: the settings are read when the API serves, not before
+    return redis.Redis.from_url(get_settings().redis_url, socket_timeout=1,
+                                socket_connect_timeout=1)
+
+
+class AsciiJSONResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False,
+                          separators=(",", ":")).encode("ascii")
+
+
+@api.exception_handler(RequestValidationError)
+async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    # FastAPI's own 422 body, ASCII-escaped: it echoes the input, and a lone surrogate ("\ud800"
+    # is valid JSON) cannot be encoded as UTF-8, which would turn the 422 into a 500.
+    return AsciiJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+
+
+def could_exist(order_id: str) -> bool:
+    """Order ids are str(uuid.uuid4()): anything else is not looked up (and a NUL, which
+    PostgreSQL refuses in text, never reaches the database)."""
+    try:
+        return str(uuid.UUID(order_id)) == order_id
+    except ValueError:
+        return False
 
 
 def read_session() -> Iterator[Session]:
@@ -41,7 +72,7 @@ def post_order(body: OrderIn, response: Response, session: SessionDep,
             "msg": f"unknown sku {unknown.sku!r}: not in the catalog", "input": unknown.sku}])
     except orders.IdempotencyConflict:
         raise HTTPException(409, "this Idempotency-Key was used with a different request body")
-    dispatch.flush(celery_app, sessions(), placed.outbox_ids)
+    dispatch.flush(broker.app, sessions(), placed.outbox_ids)
     log.info("order received order_id=%s replayed=%s", placed.order_id, not placed.outbox_ids)
     response.headers["Location"] = f"/orders/{placed.order_id}"
     return get_order(placed.order_id, session)
@@ -49,7 +80,7 @@ def post_order(body: OrderIn, response: Response, session: SessionDep,
 
 @api.get("/orders/{order_id}", response_model=OrderOut)
 def get_order(order_id: str, session: SessionDep) -> OrderOut:
-    found = orders.load(session, order_id)
+    found = orders.load(session, order_id) if could_exist(order_id) else None
     if found is None:
         raise HTTPException(404, f"no order {order_id}")
     order, events = found
@@ -70,7 +101,7 @@ def healthz(session: SessionDep, response: Response) -> dict[str, str]:
     except Exception as exc:
         checks["database"] = f"unreachable: {exc.__class__.__name__}"
     try:
-        broker_ping.ping()
+        broker_ping().ping()
     except Exception as exc:
         checks["broker"] = f"unreachable: {exc.__class__.__name__}"
     if any(v != "ok" for v in checks.values()):

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from contracts.messages import StepFailed, StepReply, utcnow
+from contracts.messages import POISON, StepFailed, StepReply, utcnow
 from orchestrator import saga
 from orchestrator.models import Order, Outbox, SagaEvent
 
@@ -23,8 +23,9 @@ def state_of(order: Order) -> saga.SagaState:
 
 def on_reply(sessions: sessionmaker, reply: StepReply) -> list[int]:  # type: ignore[type-arg]
     """Returns the outbox rows to publish now."""
+    # a poison message is a step that kept dying: it may have half-happened, like a crash
     return _apply(sessions, reply.order_id, reply.step, reply.status, reply.reason,
-                  reply.attempt, reply.at, reply.detail)
+                  reply.attempt, reply.at, reply.detail, raised=reply.reason == POISON)
 
 
 def on_step_crashed(sessions: sessionmaker, failed: StepFailed) -> list[int]:  # type: ignore[type-arg]
@@ -56,7 +57,7 @@ def _apply(sessions: sessionmaker, order_id: str, step: str, status: str,  # typ
         elif status == "failed":
             decision = saga.on_failed(before, step, reason or "failed", raised=raised)
         else:
-            decision = saga.Decision(before)
+            decision = saga.on_retrying(before, step, reason)
         _log_transition(order_id, step, status, before, decision)
         return store(session, order, decision)
 

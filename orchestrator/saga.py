@@ -2,6 +2,7 @@
 that move an order's saga forward. Pure: no Celery, no database."""
 from dataclasses import dataclass, replace
 
+from contracts.messages import STUCK
 from contracts.names import Task
 
 
@@ -45,19 +46,22 @@ class Decision:
 
 
 def on_succeeded(state: SagaState, step: str) -> Decision:
-    if step == ACTIONS[-1]:
-        # the confirmation went out: an earlier alarm about it (a crash report racing the
-        # success) is answered
-        state = replace(state, closed=True, needs_attention=False)
-    elif step == ON_FAILURE:
-        state = replace(state, closed=True)
     if step in COMPENSATIONS:
         if not state.compensating or state.compensating[0] != step:
             return Decision(state)  # a duplicate reply
         return _compensate_next(replace(state, compensating=state.compensating[1:],
                                         compensated=state.compensated + (step,)))
+    if step == ON_FAILURE:
+        return Decision(replace(state, closed=state.status == "failed"))
     if _past_pivot(step, inclusive=True) and state.status == "pending" and not state.failing:
-        return Decision(replace(state, status="confirmed"))
+        state = replace(state, status="confirmed")
+    if step == ACTIONS[-1]:
+        if state.status == "confirmed":
+            # the customer is told; an earlier alarm about the mail (a crash report racing the
+            # success) is answered
+            return Decision(replace(state, closed=True, needs_attention=False))
+        # told "confirmed" while the saga is undoing the order: a person must sort it out
+        return Decision(replace(state, needs_attention=True))
     return Decision(state)
 
 
@@ -73,6 +77,13 @@ def on_failed(state: SagaState, step: str, reason: str, raised: bool = False) ->
     done = ACTIONS.index(step) + (1 if raised else 0)
     undo = tuple(s.compensation for s in reversed(STEPS[:done]) if s.compensation)
     return _compensate_next(replace(state, reason=reason, compensating=undo))
+
+
+def on_retrying(state: SagaState, step: str, reason: str | None) -> Decision:
+    """A step retrying is progress; one that says it is stuck asks for a person (and goes on)."""
+    if reason == STUCK:
+        return Decision(replace(state, needs_attention=True))
+    return Decision(state)
 
 
 def redrive(state: SagaState, age_s: float, saga_deadline_s: float) -> Decision:

@@ -5,16 +5,21 @@ from typing import Any
 
 from pydantic import BaseModel, EmailStr, Field
 
+# No control characters (C0, DEL, C1): PostgreSQL refuses a NUL in text, and none of the others
+# belongs in a SKU or a card token either.
+NO_CONTROLS = r"^[^\x00-\x1f\x7f-\x9f]*$"
+
 
 class OrderLineIn(BaseModel):
-    sku: str = Field(min_length=1, max_length=64)
+    sku: str = Field(min_length=1, max_length=64, pattern=NO_CONTROLS)
     quantity: int = Field(ge=1, le=1000)
 
 
 class OrderIn(BaseModel):
     customer_email: EmailStr
     items: list[OrderLineIn] = Field(min_length=1, max_length=100)
-    payment_token: str = Field(min_length=1, max_length=128)
+    # the payment service stores the token in a VARCHAR(64)
+    payment_token: str = Field(min_length=1, max_length=64, pattern=NO_CONTROLS)
 
     def fingerprint(self) -> str:
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()

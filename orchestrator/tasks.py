@@ -2,6 +2,7 @@
 import json
 import logging
 import threading
+import time
 from typing import Any
 
 from celery.signals import worker_ready, worker_shutting_down
@@ -49,11 +50,16 @@ _stop = threading.Event()
 def _recover_forever() -> None:
     """The saga worker's background duty: publish what is owed, drive what stalled."""
     settings = get_settings()
+    # replies that queued up while no saga worker ran are applied before anything is judged
+    # stalled: the sweeper starts one step deadline after the worker
+    sweep_from = time.monotonic() + settings.step_deadline_s
     while not _stop.wait(settings.relay_interval_s):
         try:
             dispatch.relay(app, sessions(), settings.relay_grace_s)
-            owed = sweeper.sweep(sessions(), settings.step_deadline_s, settings.saga_deadline_s)
-            dispatch.flush(app, sessions(), owed)
+            if time.monotonic() >= sweep_from:
+                owed = sweeper.sweep(sessions(), settings.step_deadline_s,
+                                     settings.saga_deadline_s)
+                dispatch.flush(app, sessions(), owed)
         except Exception:  # keep going: the next round may find the broker or DB back
             log.exception("relay/sweep round failed")
 

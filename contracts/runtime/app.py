@@ -21,12 +21,6 @@ def route_by_namespace(name: str, args: Any, kwargs: Any, options: Any, task: An
         return None
 
 
-# Compensations (and the failure notice) must not give up quietly: whatever they raise is retried
-# with backoff; only after that does their errback ask the saga to flag the order for a person.
-PERSISTENT: dict[str, Any] = dict(autoretry_for=(Exception,), retry_backoff=1,
-                                  retry_backoff_max=MAX_RETRY_COUNTDOWN_S, retry_jitter=False,
-                                  retry_kwargs={"max_retries": 8})
-
 # Publishing (a reply, the next step) waits out a Redis restart rather than failing the task.
 PATIENT_PUBLISH = {"max_retries": 30, "interval_start": 0, "interval_step": 0.5,
                    "interval_max": 2}

@@ -21,7 +21,7 @@ from celery.utils.time import get_exponential_backoff_interval
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.orm import sessionmaker
 
-from contracts.messages import StepReply, StepStatus
+from contracts.messages import POISON, STUCK, StepReply, StepStatus
 from contracts.names import Queue, Task
 from contracts.runtime import deadletters
 from contracts.runtime.app import MAX_RETRY_COUNTDOWN_S
@@ -36,6 +36,10 @@ MAX_DELIVERIES = 5
 # pass the inbox check and both send the e-mail. A lock per (order, step) makes the second wait,
 # then find the first one's outcome in the inbox. The inbox stays what makes it correct; the lock
 # only stops concurrent runs, and its lease frees it if the holder dies.
+# A compensation or an e-mail that keeps failing for this many attempts is reported as stuck:
+# the saga flags the order for a person, and the step keeps retrying.
+ATTENTION_AFTER = 8
+
 LOCK_LEASE_S = 30  # longer than any one run of a step (SMTP times out at 10 s)
 LOCK_WAIT_S = 10
 
@@ -104,7 +108,7 @@ class StepRunner:
                 error = f"delivered {deliveries} times without finishing: a poison message?"
                 self.dead_letter(task.name, order_id, payload, error)
                 return self.finish(task, order_id, attempt, started,
-                                   StepOutcome.failed("poison_message", deliveries=deliveries))
+                                   StepOutcome.failed(POISON, deliveries=deliveries))
             return self._run(task, payload, schema, handler, order_id, attempt, started)
         finally:
             # this delivery finished, whatever its outcome: only those that die mid-run count
@@ -126,21 +130,35 @@ class StepRunner:
             except Busy as exc:
                 # a duplicate: come back once the other delivery is done, whatever the budget
                 log_step(order_id=order_id, step=task.name, outcome="busy", attempt=attempt)
-                raise task.retry(exc=exc, countdown=LOCK_WAIT_S,
-                                 max_retries=task.request.retries + 1)
+                raise task.retry(exc=exc, countdown=LOCK_WAIT_S)
             except RetryableError as exc:
-                if task.max_retries is None or task.request.retries < task.max_retries:
-                    countdown = get_exponential_backoff_interval(
-                        self.backoff_s, task.request.retries, MAX_RETRY_COUNTDOWN_S)
-                    self.tell(task, order_id, "retrying", attempt, None,
-                              {"error": str(exc), "retry_in_s": countdown})
-                    log_step(order_id=order_id, step=task.name, outcome="retrying",
-                             attempt=attempt, duration_ms=_ms(started), error=str(exc),
-                             retry_in_s=countdown)
-                    raise task.retry(exc=exc, countdown=countdown)
-                outcome = StepOutcome.failed(exc.exhausted_reason, error=str(exc), attempts=attempt)
+                budget = getattr(task, "retry_budget", None)  # None: for ever
+                if budget is not None and task.request.retries >= budget:
+                    outcome = StepOutcome.failed(exc.exhausted_reason, error=str(exc),
+                                                 attempts=attempt)
+                else:
+                    raise self.retry(task, order_id, attempt, started, exc, None)
+            except Exception as exc:
+                if not getattr(task, "persistent", False):
+                    raise  # the errback tells the saga, which compensates
+                # a compensation or the e-mail never gives up; past a while a person is asked
+                stuck = task.request.retries + 1 >= ATTENTION_AFTER
+                raise self.retry(task, order_id, attempt, started, exc, STUCK if stuck else None)
 
         return self.finish(task, order_id, attempt, started, outcome)
+
+    def retry(self, task: CeleryTask, order_id: str | None, attempt: int, started: float,
+              exc: Exception, reason: str | None) -> Exception:
+        countdown = get_exponential_backoff_interval(self.backoff_s, task.request.retries,
+                                                     MAX_RETRY_COUNTDOWN_S)
+        error = f"{type(exc).__name__}: {exc}"
+        self.tell(task, order_id, "retrying", attempt, reason,
+                  {"error": error, "retry_in_s": countdown})
+        log_step(order_id=order_id, step=task.name, outcome="retrying", attempt=attempt,
+                 duration_ms=_ms(started), error=error, retry_in_s=countdown, reason=reason)
+        # max_retries is None on every step: the budgets are ours (Celery keeps an override of
+        # max_retries on the task object, shared by every thread of a worker)
+        return task.retry(exc=exc, countdown=countdown, throw=False) or exc
 
     def finish(self, task: CeleryTask, order_id: str | None, attempt: int, started: float,
                outcome: StepOutcome) -> dict[str, Any] | None:
@@ -193,7 +211,11 @@ def count_delivery(task: CeleryTask) -> int:
     pipe = _redis(task.app.conf.broker_url).pipeline()
     pipe.incr(_delivery_key(task))
     pipe.expire(_delivery_key(task), 86400)
-    return int(pipe.execute()[0])
+    try:
+        return int(pipe.execute()[0])
+    except redis.RedisError:  # a hint, not a gate: never fail a step for it
+        log.warning("could not count the delivery of %s", task.request.id)
+        return 1
 
 
 def forget_delivery(task: CeleryTask) -> None:
@@ -216,7 +238,14 @@ def exclusive(task: CeleryTask, order_id: str | None) -> Iterator[None]:
         return
     lock = _redis(task.app.conf.broker_url).lock(
         f"saga:running:{order_id}:{task.name}", timeout=LOCK_LEASE_S, blocking_timeout=LOCK_WAIT_S)
-    if not lock.acquire():
+    try:
+        acquired = lock.acquire()
+    except redis.RedisError:
+        # the lock only suppresses concurrent runs; the inbox keeps a repeat harmless
+        log.warning("no lock (redis unreachable) order_id=%s step=%s", order_id, task.name)
+        yield
+        return
+    if not acquired:
         raise Busy(f"another delivery of {task.name} for {order_id} is still running")
     try:
         yield

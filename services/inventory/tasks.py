@@ -3,7 +3,7 @@ from typing import Any
 
 from contracts.messages import PaymentAuthorized, ReleaseStock
 from contracts.names import Task
-from contracts.runtime.app import PERSISTENT, make_app
+from contracts.runtime.app import make_app
 from contracts.runtime.step import StepRunner
 from services.inventory import handlers
 from services.inventory.db import sessions
@@ -15,12 +15,12 @@ app = make_app("inventory", settings.redis_url)
 runner = StepRunner(sessions(), DeadLetter, settings.retry_backoff_s)
 
 
-@app.task(name=Task.RESERVE_STOCK, bind=True)
+@app.task(name=Task.RESERVE_STOCK, bind=True, max_retries=None)
 def reserve(self: Any, payload: Any) -> dict[str, Any] | None:
     return runner.run(self, payload, PaymentAuthorized,
                       lambda msg: handlers.reserve(msg, sessions()))
 
 
-@app.task(name=Task.RELEASE_STOCK, bind=True, max_retries=None, **PERSISTENT)
+@app.task(name=Task.RELEASE_STOCK, bind=True, max_retries=None, persistent=True)
 def release(self: Any, payload: Any) -> dict[str, Any] | None:
     return runner.run(self, payload, ReleaseStock, lambda msg: handlers.release(msg, sessions()))

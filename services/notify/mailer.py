@@ -28,7 +28,7 @@ class SmtpUnavailable(RetryableError):
 
 
 class MailRejected(Exception):
-    """The server refused the message for good (a bad recipient): retrying cannot help."""
+    """The server refused the message for good (a 5xx reply): retrying cannot help."""
 
 
 def compose(order: SagaOrder, kind: str, sender: str, reason: str | None = None,
@@ -46,6 +46,18 @@ def compose(order: SagaOrder, kind: str, sender: str, reason: str | None = None,
     return mail
 
 
+def permanent(exc: smtplib.SMTPException) -> bool:
+    """True when sending this message again cannot succeed. The reply code says so, not the
+    exception's type: 5xx is permanent, 4xx (greylisting, a full mailbox) is worth another try."""
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        return True  # e.g. a non-ASCII address and no SMTPUTF8: the server refuses it every time
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        # recipient -> (code, message); one 4xx among them may yet be delivered
+        codes = [code for code, _ in exc.recipients.values()]
+        return bool(codes) and all(code >= 500 for code in codes)
+    return isinstance(exc, smtplib.SMTPResponseException) and exc.smtp_code >= 500
+
+
 class SmtpMailer:
     def __init__(self, host: str, port: int, timeout_s: float) -> None:
         self.host, self.port, self.timeout_s = host, port, timeout_s
@@ -54,7 +66,9 @@ class SmtpMailer:
         try:
             with smtplib.SMTP(self.host, self.port, timeout=self.timeout_s) as smtp:
                 smtp.send_message(mail)
-        except smtplib.SMTPRecipientsRefused as exc:
-            raise MailRejected(str(exc)) from exc
-        except (OSError, smtplib.SMTPException) as exc:
+        except smtplib.SMTPException as exc:  # before OSError: SMTPException is one
+            if permanent(exc):
+                raise MailRejected(f"SMTP {self.host}:{self.port} refused it: {exc}") from exc
+            raise SmtpUnavailable(f"SMTP {self.host}:{self.port}: {exc}") from exc
+        except OSError as exc:  # refused, reset, timed out: the server may be back later
             raise SmtpUnavailable(f"SMTP {self.host}:{self.port}: {exc}") from exc

@@ -11,11 +11,14 @@ class Base(DeclarativeBase):
 
 
 class Mail(Base):
-    """The one e-mail an order gets: the primary key is the order, so there is never a second."""
+    """The one e-mail an order gets: the primary key is the order, so there is never a second.
+    Claimed (`sending`) before it goes out, so a confirmation and a failure notice racing for
+    one order cannot both be sent."""
 
     __tablename__ = "mails"
     order_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))  # confirmation | failure_notice
+    status: Mapped[str] = mapped_column(String(16), server_default="sent")  # sending|sent|rejected
     recipient: Mapped[str] = mapped_column(String(320))
     subject: Mapped[str] = mapped_column(String(255))
     message_id: Mapped[str] = mapped_column(String(255))

@@ -1,20 +1,40 @@
 """Payment's domain: authorize an order's total, refund it to compensate. Plain functions that
-take their dependencies; the Celery tasks only turn wire data into these calls."""
+take their dependencies; the Celery tasks only turn wire data into these calls.
+
+The order's `payments` row is where an authorization and its refund meet, whatever order they
+arrive in: authorize claims it (`authorizing`) before calling the gateway; a refund that finds
+no row leaves it `void`, so a late authorization charges nothing; a refund that finds one in
+flight waits for it."""
+from datetime import timedelta
+
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from contracts.messages import AuthorizePayment, PaymentAuthorized, RefundPayment
 from contracts.names import Task
-from contracts.runtime.inbox import once, stored
-from contracts.runtime.step import StepOutcome
+from contracts.runtime.inbox import once
+from contracts.runtime.step import RetryableError, StepOutcome
 from contracts.runtime.store import utcnow
 from services.payment.gateway import Authorization, Gateway
 from services.payment.models import Inbox, Payment
 
 AUTHORIZE, REFUND = Task.AUTHORIZE_PAYMENT, Task.REFUND_PAYMENT
+# An authorization still `authorizing` after this long lost its worker: the refund asks the
+# gateway what happened instead of waiting for it (far longer than any gateway call).
+STALE_AUTHORIZING = timedelta(minutes=5)
+GONE = ("void", "refunded")
+
+
+class AuthorizationInFlight(RetryableError):
+    exhausted_reason = "refund_blocked"
 
 
 def authorization_key(order_id: str) -> str:
     return f"{order_id}:{AUTHORIZE}"
+
+
+def refund_key(order_id: str) -> str:
+    return f"{order_id}:{REFUND}"
 
 
 def authorize(msg: AuthorizePayment, sessions: sessionmaker, gateway: Gateway  # type: ignore[type-arg]
@@ -22,22 +42,28 @@ def authorize(msg: AuthorizePayment, sessions: sessionmaker, gateway: Gateway  #
     order = msg.order
 
     def call_gateway() -> Authorization | None:
-        if stored(sessions, Inbox, order.order_id, REFUND) is not None:
+        if not _claim(sessions, msg):
             return None  # the saga gave up on this order and refunded it: never charge now
-        return gateway.authorize(token=msg.payment_token, amount_cents=order.total_cents,
+        auth = gateway.authorize(token=msg.payment_token, amount_cents=order.total_cents,
                                  currency=order.currency,
                                  idempotency_key=authorization_key(order.order_id))
+        if auth.approved and _status(sessions, order.order_id) in GONE:
+            # voided while we were at the gateway (we were presumed dead): give it back
+            gateway.refund(authorization_id=str(auth.authorization_id),
+                           amount_cents=order.total_cents, idempotency_key=refund_key(order.order_id))
+            return None
+        return auth
 
     def record(session: Session, auth: Authorization | None) -> StepOutcome:
-        if auth is None:
+        payment = session.get(Payment, order.order_id, with_for_update=True)
+        assert payment is not None  # claimed above
+        if auth is None or payment.status in GONE:
             return StepOutcome.failed("cancelled", why="the order was already compensated")
         if not auth.approved:
+            payment.status = "declined"
             return StepOutcome.failed("payment_declined", decline_code=auth.decline_code)
-        assert auth.authorization_id is not None
-        session.add(Payment(order_id=order.order_id, authorization_id=auth.authorization_id,
-                            amount_cents=order.total_cents, currency=order.currency,
-                            status="authorized"))
-        output = PaymentAuthorized(order=order, authorization_id=auth.authorization_id,
+        payment.status, payment.authorization_id = "authorized", auth.authorization_id
+        output = PaymentAuthorized(order=order, authorization_id=str(auth.authorization_id),
                                    amount_cents=order.total_cents)
         return StepOutcome.ok(output, authorization_id=auth.authorization_id,
                               amount_cents=order.total_cents)
@@ -48,18 +74,11 @@ def authorize(msg: AuthorizePayment, sessions: sessionmaker, gateway: Gateway  #
 def refund(msg: RefundPayment, sessions: sessionmaker, gateway: Gateway  # type: ignore[type-arg]
            ) -> StepOutcome:
     def call_gateway() -> tuple[str, int] | None:
-        # What we recorded, or else what the gateway holds: a crash between its approval and
-        # our commit leaves a charge only the gateway knows about.
-        with sessions.begin() as session:
-            payment = session.get(Payment, msg.order_id)
-            held = None if payment is None else (payment.authorization_id, payment.amount_cents)
+        held = _hold_or_void(sessions, msg.order_id, gateway)
         if held is None:
-            found = gateway.find(idempotency_key=authorization_key(msg.order_id))
-            if found is None or found.authorization_id is None:
-                return None
-            held = (found.authorization_id, found.amount_cents)
+            return None
         refund_id = gateway.refund(authorization_id=held[0], amount_cents=held[1],
-                                   idempotency_key=f"{msg.order_id}:{REFUND}")
+                                   idempotency_key=refund_key(msg.order_id))
         return refund_id, held[1]
 
     def record(session: Session, refunded: tuple[str, int] | None) -> StepOutcome:
@@ -67,8 +86,55 @@ def refund(msg: RefundPayment, sessions: sessionmaker, gateway: Gateway  # type:
             return StepOutcome.ok(refunded=False, why="nothing was authorized")
         refund_id, amount_cents = refunded
         payment = session.get(Payment, msg.order_id)
-        if payment is not None:
-            payment.status, payment.refund_id, payment.refunded_at = "refunded", refund_id, utcnow()
+        assert payment is not None
+        payment.status, payment.refund_id, payment.refunded_at = "refunded", refund_id, utcnow()
         return StepOutcome.ok(refunded=True, refund_id=refund_id, amount_cents=amount_cents)
 
     return once(sessions, Inbox, msg.order_id, REFUND, record, call_gateway)
+
+
+def _claim(sessions: sessionmaker, msg: AuthorizePayment) -> bool:  # type: ignore[type-arg]
+    """Claim the order's payment row for this authorization; False if the order is void."""
+    order = msg.order
+    try:
+        with sessions.begin() as session:
+            payment = session.get(Payment, order.order_id, with_for_update=True)
+            if payment is None:
+                session.add(Payment(order_id=order.order_id, status="authorizing",
+                                    amount_cents=order.total_cents, currency=order.currency))
+                return True
+            return payment.status not in GONE
+    except IntegrityError:  # a refund voided it at this very instant
+        return _status(sessions, order.order_id) not in GONE
+
+
+def _hold_or_void(sessions: sessionmaker, order_id: str,  # type: ignore[type-arg]
+                  gateway: Gateway) -> tuple[str, int] | None:
+    """What there is to refund: (authorization, amount), or None after voiding the order."""
+    with sessions.begin() as session:
+        payment = session.get(Payment, order_id, with_for_update=True)
+        if payment is None:
+            session.add(Payment(order_id=order_id, status="void", amount_cents=0, currency="EUR"))
+            return None
+        if payment.status == "authorized":
+            return str(payment.authorization_id), payment.amount_cents
+        if payment.status != "authorizing":
+            return None  # declined, void, refunded: nothing held
+        if utcnow() - payment.created_at < STALE_AUTHORIZING:
+            raise AuthorizationInFlight("an authorization for this order is in flight")
+    # its worker died mid-call: the gateway knows whether it charged (it never takes the
+    # SQLite write lock while we hold it, so ask outside the transaction)
+    found = gateway.find(idempotency_key=authorization_key(order_id))
+    if found is not None and found.authorization_id is not None:
+        return found.authorization_id, found.amount_cents
+    with sessions.begin() as session:
+        payment = session.get(Payment, order_id, with_for_update=True)
+        if payment is not None and payment.status == "authorizing":
+            payment.status = "void"
+    return None
+
+
+def _status(sessions: sessionmaker, order_id: str) -> str | None:  # type: ignore[type-arg]
+    with sessions.begin() as session:
+        payment = session.get(Payment, order_id)
+        return None if payment is None else payment.status

@@ -11,14 +11,16 @@ class Base(DeclarativeBase):
 
 
 class Payment(Base):
-    """An authorization this service holds for an order, and whether it was refunded."""
+    """An order's payment here: where an authorization and its refund meet. Claimed as
+    `authorizing` before the gateway is called; `void` when the refund came first."""
 
     __tablename__ = "payments"
     order_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    authorization_id: Mapped[str] = mapped_column(String(64), unique=True)
+    authorization_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     amount_cents: Mapped[int]
     currency: Mapped[str] = mapped_column(String(3))
-    status: Mapped[str] = mapped_column(String(16))  # authorized | refunded
+    # authorizing | authorized | declined | refunded | void
+    status: Mapped[str] = mapped_column(String(16))
     refund_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     refunded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

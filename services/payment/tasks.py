@@ -3,7 +3,7 @@ from typing import Any
 
 from contracts.messages import AuthorizePayment, RefundPayment
 from contracts.names import Task
-from contracts.runtime.app import PERSISTENT, make_app
+from contracts.runtime.app import make_app
 from contracts.runtime.step import StepRunner
 from services.payment import handlers
 from services.payment.db import sessions
@@ -17,14 +17,16 @@ runner = StepRunner(sessions(), DeadLetter, settings.retry_backoff_s)
 gateway = SandboxGateway(sessions(), settings.gateway_latency_ms, settings.gateway_timeout_ms)
 
 
-@app.task(name=Task.AUTHORIZE_PAYMENT, bind=True, max_retries=settings.max_retries)
+# Gateway timeouts are retried PAYMENT_MAX_RETRIES times, then the order fails as unavailable.
+@app.task(name=Task.AUTHORIZE_PAYMENT, bind=True, max_retries=None,
+          retry_budget=settings.max_retries)
 def authorize(self: Any, payload: Any) -> dict[str, Any] | None:
     return runner.run(self, payload, AuthorizePayment,
                       lambda msg: handlers.authorize(msg, sessions(), gateway))
 
 
-# A refund is a compensation: it must not give up, so it retries until the gateway answers.
-@app.task(name=Task.REFUND_PAYMENT, bind=True, max_retries=None, **PERSISTENT)
+# A refund is a compensation: it never gives up (persistent), and asks for a person if stuck.
+@app.task(name=Task.REFUND_PAYMENT, bind=True, max_retries=None, persistent=True)
 def refund(self: Any, payload: Any) -> dict[str, Any] | None:
     return runner.run(self, payload, RefundPayment,
                       lambda msg: handlers.refund(msg, sessions(), gateway))

@@ -65,3 +65,17 @@ def test_an_smtp_outage_raises_for_a_retry_and_records_nothing(sessions, free_po
     reserved = StockReserved(order=order("down-1"), authorization_id="a", reservation_id="r")
     with pytest.raises(SmtpUnavailable):
         handlers.send_confirmation(reserved, sessions, down, SENDER)
+
+
+def test_a_confirmation_and_a_failure_notice_racing_send_one_mail(sessions, mailer, maildrop,
+                                                                   db_url):
+    from concurrent.futures import ThreadPoolExecutor
+    order_id = f"race-{abs(hash(db_url))}"
+    confirm = StockReserved(order=order(order_id), authorization_id="a", reservation_id="r")
+    notice = SendFailureNotice(order=order(order_id), reason="timed_out")
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(lambda send: send(), [
+            lambda: handlers.send_confirmation(confirm, sessions, mailer, SENDER),
+            lambda: handlers.send_failure_notice(notice, sessions, mailer, SENDER)]))
+    assert len(mails_for(maildrop, order_id)) == 1
+    assert sum("already_sent" in o.detail for o in outcomes) == 1

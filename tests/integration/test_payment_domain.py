@@ -1,8 +1,11 @@
 """Authorize and refund against a real database and the sandbox gateway's own ledger."""
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import func, select
 
 from contracts.messages import AuthorizePayment, OrderLine, RefundPayment, SagaOrder
+from contracts.runtime.store import utcnow
 from services.payment import handlers
 from services.payment.db import MIGRATIONS
 from services.payment.gateway import GatewayTimeout, SandboxGateway
@@ -56,7 +59,8 @@ def test_a_declined_card_fails_the_step_and_holds_nothing(sessions, gateway, tok
     assert (outcome.succeeded, outcome.reason) == (False, "payment_declined")
     assert outcome.detail["decline_code"] == code
     with sessions.begin() as s:
-        assert s.get(Payment, "o-1") is None
+        assert s.get(Payment, "o-1").status == "declined"
+    assert charges(sessions) == 0
 
 
 def test_a_flaky_gateway_times_out_twice_then_approves(sessions, gateway):
@@ -91,12 +95,54 @@ def test_refunding_an_order_that_was_never_authorized_is_a_no_op(sessions, gatew
     assert outcome.succeeded and outcome.detail["refunded"] is False
 
 
-def test_a_charge_the_gateway_made_but_we_never_recorded_is_still_refunded(sessions, gateway):
-    # the worker died between the gateway's approval and our commit
-    gateway.authorize(token="tok_visa", amount_cents=2598, currency="EUR",
-                      idempotency_key=handlers.authorization_key("o-1"))
+class DiesAfterCharge:
+    """The worker dies right after the gateway approved, before anything is recorded."""
+
+    def __init__(self, gateway):
+        self.gateway = gateway
+
+    def authorize(self, **kw):
+        self.gateway.authorize(**kw)
+        raise SystemExit("kill -9")
+
+
+def age(sessions, order_id: str, minutes: int) -> None:
+    with sessions.begin() as s:
+        s.get(Payment, order_id).created_at = utcnow() - timedelta(minutes=minutes)
+
+
+def test_a_refund_waits_for_an_authorization_in_flight(sessions, gateway):
+    with pytest.raises(SystemExit):
+        handlers.authorize(order_paid_with("tok_visa"), sessions, DiesAfterCharge(gateway))
+    with pytest.raises(handlers.AuthorizationInFlight):
+        handlers.refund(RefundPayment(order_id="o-1"), sessions, gateway)
+
+
+def test_a_charge_whose_worker_died_is_found_at_the_gateway_and_refunded(sessions, gateway):
+    with pytest.raises(SystemExit):
+        handlers.authorize(order_paid_with("tok_visa"), sessions, DiesAfterCharge(gateway))
+    age(sessions, "o-1", minutes=10)
     outcome = handlers.refund(RefundPayment(order_id="o-1"), sessions, gateway)
     assert outcome.detail["refunded"] is True and outcome.detail["amount_cents"] == 2598
+
+
+def test_a_charge_made_after_the_order_was_voided_is_given_back(sessions, gateway):
+    class VoidedMeanwhile:
+        def authorize(self, **kw):
+            auth = gateway.authorize(**kw)
+            with sessions.begin() as s:  # a refund voided the order while we were away
+                s.get(Payment, "o-1").status = "void"
+            return auth
+
+        def refund(self, **kw):
+            return gateway.refund(**kw)
+
+    late = handlers.authorize(order_paid_with("tok_visa"), sessions, VoidedMeanwhile())
+    assert (late.succeeded, late.reason) == (False, "cancelled")
+    with sessions.begin() as s:
+        refunds = s.scalar(select(func.count()).select_from(SandboxCall)
+                           .where(SandboxCall.kind == "refund"))
+    assert (charges(sessions), refunds) == (1, 1)
 
 
 def test_an_authorization_arriving_after_the_refund_charges_nothing(sessions, gateway):

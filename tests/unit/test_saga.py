@@ -1,6 +1,6 @@
 """The saga's rules, without Celery or a database."""
 from contracts.names import Task
-from orchestrator.saga import SagaState, on_failed, on_succeeded, redrive
+from orchestrator.saga import SagaState, on_failed, on_retrying, on_succeeded, redrive
 
 
 def run(*events: tuple[str, str, str | None]) -> tuple[SagaState, list[str]]:
@@ -109,3 +109,18 @@ def test_a_crash_report_about_the_mail_is_answered_when_the_mail_goes_out():
     assert state.needs_attention
     state = on_succeeded(state, Task.SEND_CONFIRMATION).state
     assert (state.status, state.closed, state.needs_attention) == ("confirmed", True, False)
+
+
+def test_a_step_that_says_it_is_stuck_flags_the_order_and_keeps_it_going():
+    state, _ = run((Task.AUTHORIZE_PAYMENT, "succeeded", None),
+                   (Task.RESERVE_STOCK, "failed", "out_of_stock"))
+    decision = on_retrying(state, Task.REFUND_PAYMENT, "stuck")
+    assert decision.state.needs_attention and decision.state.compensating == state.compensating
+    assert not on_retrying(state, Task.REFUND_PAYMENT, None).state.needs_attention
+
+
+def test_a_confirmation_that_arrives_while_compensating_asks_for_a_person():
+    state = redrive(SagaState(), age_s=1000, saga_deadline_s=900).state  # timed out
+    state = on_succeeded(state, Task.RESERVE_STOCK).state
+    state = on_succeeded(state, Task.SEND_CONFIRMATION).state
+    assert state.needs_attention and not state.closed and state.compensating
