@@ -173,6 +173,13 @@ class Supervisor:
                 assert child.proc is not None
                 self.say(f"{child.name} did not stop within {timeout:g} s; killing it")
                 _signal_group(child.proc.pid, signal.SIGKILL)
+            # SIGKILL is delivered asynchronously: wait (briefly) until the groups are empty, so
+            # a caller never sees a process that is about to die
+            deadline = time.monotonic() + 3
+            while pending and time.monotonic() < deadline:
+                pending = [c for c in pending if not self._group_gone(c)]
+                if pending:
+                    time.sleep(0.02)
             for child in children:
                 if child.proc is not None:
                     child.proc.wait()

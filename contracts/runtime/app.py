@@ -47,8 +47,6 @@ def make_app(main: str, broker_url: str) -> Celery:
         task_create_missing_queues=True,
         task_default_queue=Queue.SAGA if main == "saga" else "celery",
         worker_cancel_long_running_tasks_on_connection_loss=True,
-        worker_soft_shutdown_timeout=10.0,
-        worker_enable_soft_shutdown_on_idle=True,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         enable_utc=True,

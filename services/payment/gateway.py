@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from contracts.runtime.step import RetryableError
+from contracts.runtime.store import reader
 from services.payment.models import SandboxCall
 
 
@@ -75,7 +76,8 @@ class SandboxGateway:
         return Authorization(result == "approved", reference, decline_code, amount_cents)
 
     def find(self, *, idempotency_key: str) -> Authorization | None:
-        with self.sessions.begin() as session:
+        # a read: it must not wait for the SQLite write lock its caller may hold
+        with Session(reader(self.sessions.kw["bind"])) as session, session.begin():
             call = session.get(SandboxCall, idempotency_key)
             if call is None or call.result != "approved":
                 return None

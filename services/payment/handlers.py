@@ -2,31 +2,22 @@
 take their dependencies; the Celery tasks only turn wire data into these calls.
 
 The order's `payments` row is where an authorization and its refund meet, whatever order they
-arrive in: authorize claims it (`authorizing`) before calling the gateway; a refund that finds
-no row leaves it `void`, so a late authorization charges nothing; a refund that finds one in
-flight waits for it."""
-from datetime import timedelta
-
+arrive in. Authorize claims it (`authorizing`) before calling the gateway. A refund, holding
+the row's lock, refunds what the gateway charged for the order, or else voids the row; an
+authorization that comes back to a void row gives its charge back at once."""
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from contracts.messages import AuthorizePayment, PaymentAuthorized, RefundPayment
 from contracts.names import Task
 from contracts.runtime.inbox import once
-from contracts.runtime.step import RetryableError, StepOutcome
+from contracts.runtime.step import StepOutcome
 from contracts.runtime.store import utcnow
 from services.payment.gateway import Authorization, Gateway
 from services.payment.models import Inbox, Payment
 
 AUTHORIZE, REFUND = Task.AUTHORIZE_PAYMENT, Task.REFUND_PAYMENT
-# An authorization still `authorizing` after this long lost its worker: the refund asks the
-# gateway what happened instead of waiting for it (far longer than any gateway call).
-STALE_AUTHORIZING = timedelta(minutes=5)
 GONE = ("void", "refunded")
-
-
-class AuthorizationInFlight(RetryableError):
-    exhausted_reason = "refund_blocked"
 
 
 def authorization_key(order_id: str) -> str:
@@ -48,7 +39,7 @@ def authorize(msg: AuthorizePayment, sessions: sessionmaker, gateway: Gateway  #
                                  currency=order.currency,
                                  idempotency_key=authorization_key(order.order_id))
         if auth.approved and _status(sessions, order.order_id) in GONE:
-            # voided while we were at the gateway (we were presumed dead): give it back
+            # voided while we were at the gateway: give it back
             gateway.refund(authorization_id=str(auth.authorization_id),
                            amount_cents=order.total_cents, idempotency_key=refund_key(order.order_id))
             return None
@@ -120,21 +111,17 @@ def _hold_or_void(sessions: sessionmaker, order_id: str,  # type: ignore[type-ar
             return str(payment.authorization_id), payment.amount_cents
         if payment.status != "authorizing":
             return None  # declined, void, refunded: nothing held
-        if utcnow() - payment.created_at < STALE_AUTHORIZING:
-            raise AuthorizationInFlight("an authorization for this order is in flight")
-    # its worker died mid-call: the gateway knows whether it charged (it never takes the
-    # SQLite write lock while we hold it, so ask outside the transaction)
-    found = gateway.find(idempotency_key=authorization_key(order_id))
-    if found is not None and found.authorization_id is not None:
-        return found.authorization_id, found.amount_cents
-    with sessions.begin() as session:
-        payment = session.get(Payment, order_id, with_for_update=True)
-        if payment is not None and payment.status == "authorizing":
-            payment.status = "void"
-    return None
+        # in flight, or its worker died: the gateway knows whether it charged. Asked under the
+        # row's lock, so an authorization finishing now sees our decision (see `_status`).
+        found = gateway.find(idempotency_key=authorization_key(order_id))
+        if found is not None and found.authorization_id is not None:
+            return found.authorization_id, found.amount_cents
+        payment.status = "void"
+        return None
 
 
 def _status(sessions: sessionmaker, order_id: str) -> str | None:  # type: ignore[type-arg]
+    """Read under the row's lock: a refund deciding right now is waited for."""
     with sessions.begin() as session:
-        payment = session.get(Payment, order_id)
+        payment = session.get(Payment, order_id, with_for_update=True)
         return None if payment is None else payment.status

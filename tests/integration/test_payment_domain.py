@@ -1,11 +1,8 @@
 """Authorize and refund against a real database and the sandbox gateway's own ledger."""
-from datetime import timedelta
-
 import pytest
 from sqlalchemy import func, select
 
 from contracts.messages import AuthorizePayment, OrderLine, RefundPayment, SagaOrder
-from contracts.runtime.store import utcnow
 from services.payment import handlers
 from services.payment.db import MIGRATIONS
 from services.payment.gateway import GatewayTimeout, SandboxGateway
@@ -106,22 +103,21 @@ class DiesAfterCharge:
         raise SystemExit("kill -9")
 
 
-def age(sessions, order_id: str, minutes: int) -> None:
-    with sessions.begin() as s:
-        s.get(Payment, order_id).created_at = utcnow() - timedelta(minutes=minutes)
-
-
-def test_a_refund_waits_for_an_authorization_in_flight(sessions, gateway):
+def test_a_refund_voids_an_authorization_that_has_not_charged_yet(sessions, gateway):
+    class StillOnItsWay:
+        def authorize(self, **kw):
+            raise SystemExit("kill -9 before the gateway was reached")
     with pytest.raises(SystemExit):
-        handlers.authorize(order_paid_with("tok_visa"), sessions, DiesAfterCharge(gateway))
-    with pytest.raises(handlers.AuthorizationInFlight):
-        handlers.refund(RefundPayment(order_id="o-1"), sessions, gateway)
+        handlers.authorize(order_paid_with("tok_visa"), sessions, StillOnItsWay())
+    outcome = handlers.refund(RefundPayment(order_id="o-1"), sessions, gateway)
+    assert outcome.detail["refunded"] is False
+    late = handlers.authorize(order_paid_with("tok_visa"), sessions, gateway)
+    assert (late.succeeded, late.reason, charges(sessions)) == (False, "cancelled", 0)
 
 
 def test_a_charge_whose_worker_died_is_found_at_the_gateway_and_refunded(sessions, gateway):
     with pytest.raises(SystemExit):
         handlers.authorize(order_paid_with("tok_visa"), sessions, DiesAfterCharge(gateway))
-    age(sessions, "o-1", minutes=10)
     outcome = handlers.refund(RefundPayment(order_id="o-1"), sessions, gateway)
     assert outcome.detail["refunded"] is True and outcome.detail["amount_cents"] == 2598
 
