@@ -37,6 +37,7 @@ from sqlalchemy.pool import NullPool
 
 from devstack.smtp import MailDropServer, read_mails
 from devstack.supervisor import Supervisor
+from tests.e2e.conftest import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -712,17 +713,6 @@ def expected_outcome(index: int) -> tuple[str, str | None]:
         index % 10, ("confirmed", None))
 
 
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.3)
-
-
 @pytest.mark.e2e
 @pytest.mark.timeout(300)
 def test_compose_services_run_locally_with_inventory_scaled_to_four(
@@ -761,12 +751,12 @@ def run_orders_through(stack: LocalCompose, services: dict[str, dict[str, Any]],
         with ThreadPoolExecutor(8) as pool:
             # 100 orders with four inventory consumers
             list(pool.map(place, range(100)))
-            wait_until(all_terminal, 90, "the first 100 orders to end")
+            wait_for(all_terminal, 90, what="the first 100 orders to end")
             first_half = Counter(w for o in finished.values() for w in handled_by(o))
             # then 100 more, and a scale-down to three while they flow: `docker compose up
             # --scale inventory=3` sends SIGTERM to one container's PID 1
             later = [pool.submit(place, index) for index in range(100, 200)]
-            wait_until(lambda: len(orders) >= 120, 30, "orders to flow")
+            wait_for(lambda: len(orders) >= 120, 30, what="orders to flow")
             victim = inventory[-1]
             pid = stack.supervisor.pid(victim)
             assert pid is not None, stack.supervisor.recent_output(victim)
@@ -774,10 +764,10 @@ def run_orders_through(stack: LocalCompose, services: dict[str, dict[str, Any]],
             os.kill(pid, signal.SIGTERM)
             for future in later:
                 future.result()
-        wait_until(all_terminal, 120, "all 200 orders to end")
+        wait_for(all_terminal, 120, what="all 200 orders to end")
         grace = seconds(services["inventory"]["stop_grace_period"])
-        wait_until(lambda: stack.supervisor.pid(victim) is None, grace,
-                   f"{victim} to stop within the stop_grace_period ({grace:g} s)")
+        wait_for(lambda: stack.supervisor.pid(victim) is None, grace,
+                 what=f"{victim} to stop within the stop_grace_period ({grace:g} s)")
         stop_took = time.monotonic() - stopped_at
 
     # every order ended, the way its card and stock say it must
@@ -806,7 +796,7 @@ def run_orders_through(stack: LocalCompose, services: dict[str, dict[str, Any]],
         per_order = {oid: sum(oid in s for s in subjects) for oid in orders}
         assert max(per_order.values()) <= 1, "an order got two e-mails"
         return min(per_order.values()) == 1
-    wait_until(one_mail_each, 60, "one e-mail per order")
+    wait_for(one_mail_each, 60, what="one e-mail per order")
 
     print(f"\ninventory.reserve per worker (200 orders; {reaching_inventory} reach inventory; "
           f"{victim} got SIGTERM once ~120 orders were placed and exited after {stop_took:.1f} s):")
