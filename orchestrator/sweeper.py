@@ -12,6 +12,7 @@ from orchestrator.models import Order
 from orchestrator.replies import state_of, store
 
 log = logging.getLogger("saga.sweeper")
+MAX_DOUBLINGS = 4  # at most 16 step deadlines between two re-drives of one order
 
 
 def sweep(sessions: sessionmaker, step_deadline_s: float,  # type: ignore[type-arg]
@@ -29,6 +30,11 @@ def sweep(sessions: sessionmaker, step_deadline_s: float,  # type: ignore[type-a
             order = session.get(Order, order_id, with_for_update=True)
             if order is None or order.closed or order.updated_at >= cutoff:
                 continue  # it moved on meanwhile, or another sweeper took it
+            # each re-drive of an order waits twice as long as the last: on a backlog, more
+            # copies of the same messages would only deepen it
+            patience = step_deadline_s * 2 ** min(order.redrives, MAX_DOUBLINGS)
+            if utcnow() - order.updated_at < timedelta(seconds=patience):
+                continue
             age_s = (utcnow() - order.created_at).total_seconds()
             before = state_of(order)
             decision = saga.redrive(before, age_s, saga_deadline_s)
