@@ -42,8 +42,9 @@ def _apply(sessions: sessionmaker, order_id: str, step: str, status: str,  # typ
         if order is None:
             log.warning("reply for unknown order order_id=%s step=%s", order_id, step)
             return []
-        succeeded_before = _succeeded(session, order_id, step)
-        if not _record(session, order_id, step, status, reason, attempt, at, detail):
+        seen = _seen(session, order_id, step)
+        succeeded_before = any(s == "succeeded" for s, _ in seen)
+        if not _record(session, seen, order_id, step, status, reason, attempt, at, detail):
             return []  # a duplicate delivery: already applied
         before = state_of(order)
         if raised and succeeded_before:
@@ -62,21 +63,18 @@ def _apply(sessions: sessionmaker, order_id: str, step: str, status: str,  # typ
         return store(session, order, decision)
 
 
-def _succeeded(session: Session, order_id: str, step: str) -> bool:
-    return session.scalar(select(SagaEvent.id).where(
-        SagaEvent.order_id == order_id, SagaEvent.name == step,
-        SagaEvent.status == "succeeded").limit(1)) is not None
+def _seen(session: Session, order_id: str, step: str) -> list[tuple[str, int]]:
+    """(status, attempt) of what this step already reported for the order."""
+    return [(s, a) for s, a in session.execute(select(SagaEvent.status, SagaEvent.attempt).where(
+        SagaEvent.order_id == order_id, SagaEvent.name == step))]
 
 
-def _record(session: Session, order_id: str, step: str, status: str, reason: str | None,
-            attempt: int, at: datetime, detail: dict[str, Any]) -> bool:
+def _record(session: Session, seen: list[tuple[str, int]], order_id: str, step: str,
+            status: str, reason: str | None, attempt: int, at: datetime,
+            detail: dict[str, Any]) -> bool:
     # under the order's row lock, so check-then-insert cannot race. A step succeeds or fails
     # once, whatever attempt number a duplicate delivery carries; each retry is its own event.
-    same = [SagaEvent.order_id == order_id, SagaEvent.name == step, SagaEvent.status == status]
-    if status == "retrying":
-        same.append(SagaEvent.attempt == attempt)
-    seen = session.scalar(select(SagaEvent.id).where(*same).limit(1))
-    if seen is not None:
+    if any(s == status and (status != "retrying" or a == attempt) for s, a in seen):
         return False
     session.add(SagaEvent(order_id=order_id, name=step, status=status, attempt=attempt,
                           reason=reason, at=at, detail=detail))

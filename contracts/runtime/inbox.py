@@ -6,7 +6,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from contracts.runtime.step import StepOutcome
-from contracts.runtime.store import inbox_get
+from contracts.runtime.store import inbox_get, reader
 
 T = TypeVar("T")
 
@@ -41,6 +41,7 @@ def stored(sessions: sessionmaker, inbox: type, order_id: str, step: str  # type
            ) -> StepOutcome | None:
     """The outcome of (order, step) if it ran; also how a step learns its compensation already
     ran (the saga gave up on the order) and it must not act any more."""
-    with sessions.begin() as session:
+    # a read: on SQLite it must not queue for the write lock (the write transaction checks again)
+    with Session(reader(sessions.kw["bind"])) as session, session.begin():
         row = inbox_get(session, inbox, order_id, step)
     return None if row is None else StepOutcome.model_validate(row)
