@@ -8,8 +8,10 @@ from pathlib import Path
 
 import psutil
 import redis
+from kombu.exceptions import DecodeError
 
 from chaos.plan import Fault
+from contracts.runtime.transport import decode_envelope
 from devstack.stack import Stack
 
 
@@ -62,7 +64,8 @@ class Injector:
     def duplicate(self, fault: Fault) -> None:
         """Queued messages pushed again, and in-flight (unacked) ones too: redelivery as it is."""
         client = self._client()
-        copies = client.lrange(fault.target, 0, 4)
+        # real messages only: a copy of the junk pushed a moment ago would be junk we did not count
+        copies = [raw for raw in client.lrange(fault.target, 0, 4) if _is_message(raw)]
         for raw in client.hvals("unacked")[:5]:
             payload, _exchange, routing_key = json.loads(raw)
             if routing_key == fault.target:
@@ -104,6 +107,14 @@ class Injector:
             except redis.ConnectionError:
                 time.sleep(0.5)
         raise RuntimeError("redis did not come back")
+
+
+def _is_message(raw: bytes) -> bool:
+    try:
+        decode_envelope(raw)
+    except DecodeError:
+        return False
+    return True
 
 
 def maildir_of(stack: Stack) -> Path:
