@@ -25,16 +25,55 @@ class SagaOrder(Message):
     currency: str = Field(min_length=3, max_length=3)
 
 
+# --- replies to the saga worker --------------------------------------------------------------
+
+StepStatus = Literal["succeeded", "failed", "retrying"]
+
+# reasons with a meaning for the saga
+STUCK = "stuck"  # on a retrying reply: the step keeps failing, a person should look
+POISON = "poison_message"  # the step's deliveries kept dying mid-run: treat it as a crash
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class StepReply(Message):
+    """What a step tells the saga after its effect is committed: sent to queue `saga` by a step
+    that fails, retries, is a compensation or the chain's last step; otherwise handed on."""
+
+    order_id: str
+    step: str
+    status: StepStatus
+    reason: str | None = None
+    attempt: int = 1
+    at: datetime = Field(default_factory=utcnow)
+    detail: dict[str, Any] = Field(default_factory=dict)
+    # the step crashed rather than answered: it may have half-happened (compensate it too)
+    raised: bool = False
+    # what the chain's earlier steps did: their replies ride along the chain (ChainMessage) and
+    # reach the saga with the first reply a step sends
+    earlier: list["StepReply"] = Field(default_factory=list)
+
+
 # --- the forward chain: each step's output is the next step's input -------------------------
 
-class AuthorizePayment(Message):
+class ChainMessage(Message):
+    """A message of the forward chain. A step that succeeds and hands over to the next one does
+    not reply to the saga: its reply rides along in `replies`, and the step that ends the chain,
+    or stops it (a failure), or retries, sends the saga every reply so far in one message."""
+
+    replies: list[StepReply] = Field(default_factory=list)
+
+
+class AuthorizePayment(ChainMessage):
     """Input of `payment.authorize`, the first step."""
 
     order: SagaOrder
     payment_token: str = Field(min_length=1)
 
 
-class PaymentAuthorized(Message):
+class PaymentAuthorized(ChainMessage):
     """Output of `payment.authorize`, input of `inventory.reserve`."""
 
     order: SagaOrder
@@ -42,7 +81,7 @@ class PaymentAuthorized(Message):
     amount_cents: int
 
 
-class StockReserved(Message):
+class StockReserved(ChainMessage):
     """Output of `inventory.reserve`, input of `notify.order_confirmed`."""
 
     order: SagaOrder
@@ -74,33 +113,13 @@ class SendFailureNotice(Message):
     refunded: bool = False
 
 
-# --- replies to the saga worker --------------------------------------------------------------
-
-StepStatus = Literal["succeeded", "failed", "retrying"]
-
-# reasons with a meaning for the saga
-STUCK = "stuck"  # on a retrying reply: the step keeps failing, a person should look
-POISON = "poison_message"  # the step's deliveries kept dying mid-run: treat it as a crash
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-class StepReply(Message):
-    """What a step tells the saga: sent to queue `saga` after its effect is committed."""
-
-    order_id: str
-    step: str
-    status: StepStatus
-    reason: str | None = None
-    attempt: int = 1
-    at: datetime = Field(default_factory=utcnow)
-    detail: dict[str, Any] = Field(default_factory=dict)
-
-
 class StepFailed(Message):
     """The errback's message: a step raised and Celery gave up on it."""
 
     order_id: str
     step: str
+
+
+def crash_reason(step: str) -> str:
+    """The failure reason of an order whose step crashed: `payment.authorize` → `payment_error`."""
+    return f"{step.split('.', 1)[0]}_error"

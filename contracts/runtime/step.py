@@ -4,44 +4,26 @@ line, and stop the chain when the step failed for good."""
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import cache
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import redis
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import LockError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 from celery import Task as CeleryTask
 from celery.utils.time import get_exponential_backoff_interval
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.orm import sessionmaker
 
-from contracts.messages import POISON, STUCK, StepReply, StepStatus
+from contracts.messages import POISON, STUCK, StepReply, StepStatus, crash_reason
 from contracts.names import Queue, Task
 from contracts.runtime import deadletters
 from contracts.runtime.app import MAX_RETRY_COUNTDOWN_S
+from contracts.runtime.guard import LOCK_WAIT_S, MAX_DELIVERIES, Busy, guarded
 
 log = logging.getLogger("saga.step")
 
-# Redis keeps no delivery count: a message that kills its worker every time would come back
-# forever. Past this many deliveries of the same attempt it is dead-lettered instead.
-MAX_DELIVERIES = 5
-
-# Two deliveries of one step at once (a duplicate, a redelivery racing the original) would both
-# pass the inbox check and both send the e-mail. A lock per (order, step) makes the second wait,
-# then find the first one's outcome in the inbox. The inbox stays what makes it correct; the lock
-# only stops concurrent runs, and its lease frees it if the holder dies.
 # A compensation or an e-mail that keeps failing for this many attempts is reported as stuck:
 # the saga flags the order for a person, and the step keeps retrying.
 ATTENTION_AFTER = 8
-
-LOCK_LEASE_S = 30  # longer than any one run of a step (SMTP times out at 10 s)
-LOCK_WAIT_S = 10
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -99,89 +81,93 @@ class StepRunner:
 
     def run(self, task: CeleryTask, payload: Any, schema: type[M],
             handler: Callable[[M], StepOutcome]) -> dict[str, Any] | None:
-        started = time.monotonic()
-        attempt = task.request.retries + 1
-        order_id = order_id_of(payload)
-        deliveries = count_delivery(task)
+        step = Run(task, order_id_of(payload))
         try:
-            if deliveries > MAX_DELIVERIES:
-                error = f"delivered {deliveries} times without finishing: a poison message?"
-                self.dead_letter(task.name, order_id, payload, error)
-                return self.finish(task, order_id, attempt, started,
-                                   StepOutcome.failed(POISON, deliveries=deliveries))
-            return self._run(task, payload, schema, handler, order_id, attempt, started)
-        finally:
-            # this delivery finished, whatever its outcome: only those that die mid-run count
-            forget_delivery(task)
+            with guarded(task, step.order_id) as delivery:
+                if delivery.deliveries > MAX_DELIVERIES:
+                    error = f"delivered {delivery.deliveries} times without finishing: " \
+                            "a poison message?"
+                    self.dead_letter(task.name, step.order_id, payload, error)
+                    return self.finish(step, StepOutcome.failed(
+                        POISON, deliveries=delivery.deliveries))
+                return self._run(step, payload, schema, handler)
+        except Busy as exc:
+            # a duplicate: come back once the other delivery is done, whatever the budget
+            log_step(order_id=step.order_id, step=task.name, outcome="busy", attempt=step.attempt)
+            raise task.retry(exc=exc, countdown=LOCK_WAIT_S)
 
-    def _run(self, task: CeleryTask, payload: Any, schema: type[M],
-             handler: Callable[[M], StepOutcome], order_id: str | None, attempt: int,
-             started: float) -> dict[str, Any] | None:
+    def _run(self, step: "Run", payload: Any, schema: type[M],
+             handler: Callable[[M], StepOutcome]) -> dict[str, Any] | None:
+        task = step.task
         try:
             message = schema.model_validate(payload)
         except ValidationError as exc:
             errors = exc.errors(include_url=False, include_context=False, include_input=False)
-            self.dead_letter(task.name, order_id, payload, str(exc))
-            outcome = StepOutcome.failed("invalid_message", errors=errors)
-        else:
-            try:
-                with exclusive(task, order_id):
-                    outcome = handler(message)
-            except Busy as exc:
-                # a duplicate: come back once the other delivery is done, whatever the budget
-                log_step(order_id=order_id, step=task.name, outcome="busy", attempt=attempt)
-                raise task.retry(exc=exc, countdown=LOCK_WAIT_S)
-            except RetryableError as exc:
-                budget = getattr(task, "retry_budget", None)  # None: for ever
-                if budget is not None and task.request.retries >= budget:
-                    outcome = StepOutcome.failed(exc.exhausted_reason, error=str(exc),
-                                                 attempts=attempt)
-                else:
-                    raise self.retry(task, order_id, attempt, started, exc, None)
-            except Exception as exc:
-                if not getattr(task, "persistent", False):
-                    raise  # the errback tells the saga, which compensates
+            self.dead_letter(task.name, step.order_id, payload, str(exc))
+            return self.finish(step, StepOutcome.failed("invalid_message", errors=errors))
+        step.earlier = list(getattr(message, "replies", ()))
+        try:
+            outcome = handler(message)
+        except RetryableError as exc:
+            budget = getattr(task, "retry_budget", None)  # None: for ever
+            if budget is not None and task.request.retries >= budget:
+                outcome = StepOutcome.failed(exc.exhausted_reason, error=str(exc),
+                                             attempts=step.attempt)
+            else:
+                raise self.retry(step, exc, None)
+        except Exception as exc:
+            if getattr(task, "persistent", False):
                 # a compensation or the e-mail never gives up; past a while a person is asked
                 stuck = task.request.retries + 1 >= ATTENTION_AFTER
-                raise self.retry(task, order_id, attempt, started, exc, STUCK if stuck else None)
+                raise self.retry(step, exc, STUCK if stuck else None)
+            # The errback tells the saga, which compensates; this reply (if it gets out) also
+            # brings the earlier steps' replies, so the order's timeline stays whole.
+            try:
+                self.tell(step, "failed", crash_reason(task.name), {"error": _error(exc)},
+                          raised=True)
+            except Exception:
+                log.exception("could not report the crash of %s", task.name)
+            raise
+        return self.finish(step, outcome)
 
-        return self.finish(task, order_id, attempt, started, outcome)
-
-    def retry(self, task: CeleryTask, order_id: str | None, attempt: int, started: float,
-              exc: Exception, reason: str | None) -> Exception:
+    def retry(self, step: "Run", exc: Exception, reason: str | None) -> Exception:
+        task = step.task
         countdown = get_exponential_backoff_interval(self.backoff_s, task.request.retries,
                                                      MAX_RETRY_COUNTDOWN_S)
-        error = f"{type(exc).__name__}: {exc}"
-        self.tell(task, order_id, "retrying", attempt, reason,
-                  {"error": error, "retry_in_s": countdown})
-        log_step(order_id=order_id, step=task.name, outcome="retrying", attempt=attempt,
-                 duration_ms=_ms(started), error=error, retry_in_s=countdown, reason=reason)
+        self.tell(step, "retrying", reason, {"error": _error(exc), "retry_in_s": countdown})
+        log_step(order_id=step.order_id, step=task.name, outcome="retrying",
+                 attempt=step.attempt, duration_ms=step.ms(), error=_error(exc),
+                 retry_in_s=countdown, reason=reason)
         # max_retries is None on every step: the budgets are ours (Celery keeps an override of
         # max_retries on the task object, shared by every thread of a worker)
         return task.retry(exc=exc, countdown=countdown, throw=False) or exc
 
-    def finish(self, task: CeleryTask, order_id: str | None, attempt: int, started: float,
-               outcome: StepOutcome) -> dict[str, Any] | None:
+    def finish(self, step: "Run", outcome: StepOutcome) -> dict[str, Any] | None:
+        task = step.task
         status: StepStatus = "succeeded" if outcome.succeeded else "failed"
-        self.tell(task, order_id, status, attempt, outcome.reason, outcome.detail)
-        log_step(order_id=order_id, step=task.name, outcome=status, attempt=attempt,
-                 duration_ms=_ms(started), reason=outcome.reason)
+        output = outcome.output
+        if outcome.succeeded and output is not None and task.request.chain:
+            # the next step carries this reply on; the saga hears it with the chain's end
+            reply = step.reply(status, outcome.reason, outcome.detail)
+            output = {**output, "replies": [r.model_dump(mode="json")
+                                            for r in (*step.earlier, reply)]}
+        else:
+            self.tell(step, status, outcome.reason, outcome.detail)
+        log_step(order_id=step.order_id, step=task.name, outcome=status, attempt=step.attempt,
+                 duration_ms=step.ms(), reason=outcome.reason)
         if not outcome.succeeded:
             # A failed step ends the forward chain quietly; the saga compensates from our reply.
             task.request.chain = None
             return None
-        return outcome.output
+        return output
 
-    def tell(self, task: CeleryTask, order_id: str | None, status: StepStatus, attempt: int,
-             reason: str | None, detail: dict[str, Any]) -> None:
-        if order_id is None:
+    def tell(self, step: "Run", status: StepStatus, reason: str | None, detail: dict[str, Any],
+             raised: bool = False) -> None:
+        if step.order_id is None:
             return  # nothing the saga could attach it to; the dead letter keeps it
-        # which worker did it: lets an operator see how a scaled service shares its queue
-        detail = {**detail, "worker": task.request.hostname}
-        reply = StepReply(order_id=order_id, step=task.name, status=status, reason=reason,
-                          attempt=attempt, detail=detail)
-        task.app.send_task(Task.STEP_RESULT, args=(reply.model_dump(mode="json"),),
-                           queue=Queue.SAGA)
+        reply = step.reply(status, reason, detail, raised=raised, earlier=step.earlier)
+        step.task.app.send_task(Task.STEP_RESULT, args=(reply.model_dump(mode="json"),),
+                                queue=Queue.SAGA)
 
     def dead_letter(self, task_name: str, order_id: str | None, payload: Any, error: str) -> None:
         with self.session_factory.begin() as session:
@@ -191,70 +177,29 @@ class StepRunner:
         log_step(order_id=order_id, step=task_name, outcome="dead_lettered", error=error)
 
 
-@cache
-def _redis(url: str) -> "redis.Redis[bytes]":
-    # waits out a Redis restart (~15 s) instead of failing the step it guards
-    return redis.Redis.from_url(url, socket_timeout=5, retry=Retry(ExponentialBackoff(cap=2.0,
-                                base=0.1), retries=12),
-                                retry_on_error=[RedisConnectionError, RedisTimeoutError])
+@dataclass
+class Run:
+    """One delivery of a step: what its replies and its log line are made of."""
+
+    task: CeleryTask
+    order_id: str | None
+    earlier: list[StepReply] = field(default_factory=list)  # the chain's replies so far
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def attempt(self) -> int:
+        return int(self.task.request.retries) + 1
+
+    def ms(self) -> float:
+        return round((time.monotonic() - self.started) * 1000, 1)
+
+    def reply(self, status: StepStatus, reason: str | None, detail: dict[str, Any],
+              **more: Any) -> StepReply:
+        # which worker did it: lets an operator see how a scaled service shares its queue
+        return StepReply(order_id=str(self.order_id), step=self.task.name, status=status,
+                         reason=reason, attempt=self.attempt,
+                         detail={**detail, "worker": self.task.request.hostname}, **more)
 
 
-def _delivery_key(task: CeleryTask) -> str:
-    return f"saga:deliveries:{task.request.id}:{task.request.retries}"
-
-
-def count_delivery(task: CeleryTask) -> int:
-    """How many deliveries of this very message (task id and retry number) have started without
-    finishing: more than one means earlier ones died mid-run (a killed worker)."""
-    if not str(task.app.conf.broker_url).startswith("redis"):
-        return 1
-    pipe = _redis(task.app.conf.broker_url).pipeline()
-    pipe.incr(_delivery_key(task))
-    pipe.expire(_delivery_key(task), 86400)
-    try:
-        return int(pipe.execute()[0])
-    except redis.RedisError:  # a hint, not a gate: never fail a step for it
-        log.warning("could not count the delivery of %s", task.request.id)
-        return 1
-
-
-def forget_delivery(task: CeleryTask) -> None:
-    if not str(task.app.conf.broker_url).startswith("redis"):
-        return
-    try:
-        _redis(task.app.conf.broker_url).delete(_delivery_key(task))
-    except redis.RedisError:  # the count expires on its own; the step's outcome stands
-        log.warning("could not clear the delivery count of %s", task.request.id)
-
-
-class Busy(RetryableError):
-    exhausted_reason = "step_busy"
-
-
-@contextmanager
-def exclusive(task: CeleryTask, order_id: str | None) -> Iterator[None]:
-    if order_id is None or not str(task.app.conf.broker_url).startswith("redis"):
-        yield
-        return
-    lock = _redis(task.app.conf.broker_url).lock(
-        f"saga:running:{order_id}:{task.name}", timeout=LOCK_LEASE_S, blocking_timeout=LOCK_WAIT_S)
-    try:
-        acquired = lock.acquire()
-    except redis.RedisError:
-        # the lock only suppresses concurrent runs; the inbox keeps a repeat harmless
-        log.warning("no lock (redis unreachable) order_id=%s step=%s", order_id, task.name)
-        yield
-        return
-    if not acquired:
-        raise Busy(f"another delivery of {task.name} for {order_id} is still running")
-    try:
-        yield
-    finally:
-        try:
-            lock.release()
-        except LockError:  # the lease ran out: the inbox already holds what we did
-            log.warning("lock lease expired order_id=%s step=%s", order_id, task.name)
-
-
-def _ms(started: float) -> float:
-    return round((time.monotonic() - started) * 1000, 1)
+def _error(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
