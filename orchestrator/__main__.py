@@ -18,7 +18,9 @@ def _serve(args: argparse.Namespace) -> None:
     import uvicorn
     settings = get_settings()
     uvicorn.run("orchestrator.api:api", host=args.host or settings.api_host,
-                port=args.port or settings.api_port, workers=args.workers, log_level="info")
+                port=args.port or settings.api_port, workers=args.workers, log_level="info",
+                # one line per order of our own ("order received"), not one per request
+                access_log=False)
 
 
 def _api_command(sub: Any) -> None:

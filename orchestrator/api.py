@@ -2,7 +2,8 @@
 import json
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from functools import cache
 from typing import Annotated, Any
 
@@ -16,11 +17,22 @@ from sqlalchemy.orm import Session
 
 from orchestrator import broker, catalog, dispatch, orders
 from orchestrator.db import read_sessions, sessions
+from orchestrator.models import Order, SagaEvent
 from orchestrator.schemas import OrderIn, OrderOut, StepOut
 from orchestrator.settings import get_settings
 
 log = logging.getLogger("saga.api")
-api = FastAPI(title="Order saga", version="0.1.0",
+
+
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    yield
+    # published orders whose outbox rows are not marked yet: mark them rather than have the
+    # relay send them again
+    dispatch.sent_marks(sessions()).flush()
+
+
+api = FastAPI(title="Order saga", version="0.1.0", lifespan=lifespan,
               description="Orders go payment → inventory → e-mail; failures are compensated.")
 
 
@@ -62,8 +74,8 @@ SessionDep = Annotated[Session, Depends(read_session)]
 
 
 @api.post("/orders", status_code=202, response_model=OrderOut)
-def post_order(body: OrderIn, response: Response, session: SessionDep,
-               idempotency_key: Annotated[str | None, Header(max_length=255)] = None) -> OrderOut:
+def post_order(body: OrderIn,
+               idempotency_key: Annotated[str | None, Header(max_length=255)] = None) -> Response:
     try:
         placed = orders.place(sessions(), body, idempotency_key)
     except catalog.UnknownSku as unknown:
@@ -72,18 +84,28 @@ def post_order(body: OrderIn, response: Response, session: SessionDep,
             "msg": f"unknown sku {unknown.sku!r}: not in the catalog", "input": unknown.sku}])
     except orders.IdempotencyConflict:
         raise HTTPException(409, "this Idempotency-Key was used with a different request body")
-    dispatch.flush(broker.app, sessions(), placed.outbox_ids)
-    log.info("order received order_id=%s replayed=%s", placed.order_id, not placed.outbox_ids)
-    response.headers["Location"] = f"/orders/{placed.order_id}"
-    return get_order(placed.order_id, session)
+    if placed.order is not None and placed.outbox_id is not None:
+        dispatch.publish_placed(broker.app, sessions(), placed.order, placed.outbox_id)
+        # answered from what was just stored: nothing has happened to it yet worth a read
+        out = order_out(placed.order, [])
+    else:
+        with read_sessions()() as session:
+            found = orders.load(session, placed.order_id)
+        assert found is not None  # orders are never deleted
+        out = order_out(*found)
+    log.info("order received order_id=%s replayed=%s", placed.order_id, placed.order is None)
+    return json_response(out, 202, {"Location": f"/orders/{placed.order_id}"})
 
 
 @api.get("/orders/{order_id}", response_model=OrderOut)
-def get_order(order_id: str, session: SessionDep) -> OrderOut:
+def get_order(order_id: str, session: SessionDep) -> Response:
     found = orders.load(session, order_id) if could_exist(order_id) else None
     if found is None:
         raise HTTPException(404, f"no order {order_id}")
-    order, events = found
+    return json_response(order_out(*found))
+
+
+def order_out(order: Order, events: list[SagaEvent]) -> OrderOut:
     return OrderOut(
         id=order.id, status=order.status, reason=order.reason,
         needs_attention=order.needs_attention, customer_email=order.customer_email,
@@ -91,6 +113,12 @@ def get_order(order_id: str, session: SessionDep) -> OrderOut:
         steps=[StepOut(name=e.name, status=e.status, at=e.at, attempt=e.attempt, reason=e.reason,
                        detail=e.detail) for e in events],
         created_at=order.created_at, updated_at=order.updated_at)
+
+
+def json_response(out: OrderOut, status_code: int = 200,
+                  headers: dict[str, str] | None = None) -> Response:
+    # serialized once, by the model itself (FastAPI would validate it again on the way out)
+    return Response(out.model_dump_json(), status_code, headers, media_type="application/json")
 
 
 @api.get("/healthz")

@@ -1,12 +1,15 @@
 """Turning the saga's decisions into Celery messages, through the outbox: a row is written with
 the decision, published after the commit, and re-published by the relay if that publish failed."""
 import logging
+import threading
+import time
 from datetime import timedelta
+from functools import cache
 from typing import Any
 
 from celery import Celery, chain
 from celery.canvas import Signature
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import sessionmaker
 
 from contracts.messages import (AuthorizePayment, OrderLine, RefundPayment, ReleaseStock,
@@ -100,3 +103,59 @@ def relay(app: Celery, sessions: sessionmaker, grace_s: float) -> int:  # type: 
         log.warning("relaying %d owed message(s)", len(owed))
         flush(app, sessions, owed)
     return len(owed)
+
+
+def publish_placed(app: Celery, sessions: sessionmaker, order: Order,  # type: ignore[type-arg]
+                   outbox_id: int) -> None:
+    """A new order's saga, published from the request that stored it. Its outbox row is marked
+    sent a moment later together with others' (SentMarks); if the publish fails, it stays owed
+    and the relay sends it."""
+    try:
+        publish(app, order, saga.STEPS[0].action)
+    except Exception:  # the broker is away: the row stays owed
+        log.exception("publish failed order_id=%s task=%s", order.id, saga.STEPS[0].action)
+        return
+    sent_marks(sessions).add(outbox_id)
+
+
+class SentMarks:
+    """Outbox rows published from requests, marked sent in one UPDATE every `every_s` rather
+    than in a write transaction per request. A row whose mark is lost (the process died first)
+    is published again by the relay after its grace, which the steps' idempotency makes
+    harmless."""
+
+    def __init__(self, sessions: sessionmaker, every_s: float = 0.05) -> None:  # type: ignore[type-arg]
+        self.sessions, self.every_s = sessions, every_s
+        self.ids: list[int] = []
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def add(self, outbox_id: int) -> None:
+        with self.lock:
+            self.ids.append(outbox_id)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="outbox-sent-marks",
+                                               daemon=True)
+                self.thread.start()
+
+    def flush(self) -> None:
+        with self.lock:
+            ids, self.ids = self.ids, []
+        if not ids:
+            return
+        try:
+            with self.sessions.begin() as session:
+                session.execute(update(Outbox).where(Outbox.id.in_(ids), Outbox.sent_at.is_(None))
+                                .values(sent_at=utcnow(), attempts=Outbox.attempts + 1))
+        except Exception:  # unmarked rows are published again by the relay: harmless
+            log.exception("could not mark %d outbox row(s) sent", len(ids))
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.every_s)
+            self.flush()
+
+
+@cache
+def sent_marks(sessions: sessionmaker) -> SentMarks:  # type: ignore[type-arg]
+    return SentMarks(sessions)

@@ -7,6 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from contracts.runtime.store import utcnow
 from orchestrator import catalog, saga
 from orchestrator.models import Order, Outbox, SagaEvent
 from orchestrator.schemas import OrderIn
@@ -19,7 +20,8 @@ class IdempotencyConflict(Exception):
 @dataclass(frozen=True)
 class Placed:
     order_id: str
-    outbox_ids: list[int]  # empty when the key replayed an earlier order
+    order: Order | None = None  # the new order as stored; None when the key replayed one
+    outbox_id: int | None = None  # the saga's first message, owed to the broker
 
 
 def place(sessions: sessionmaker, request: OrderIn,  # type: ignore[type-arg]
@@ -28,26 +30,28 @@ def place(sessions: sessionmaker, request: OrderIn,  # type: ignore[type-arg]
     if idempotency_key is not None:
         earlier = _by_key(sessions, idempotency_key, fingerprint)
         if earlier is not None:
-            return Placed(earlier, [])
+            return Placed(earlier)
     try:
         with sessions.begin() as session:
             lines = [(line.sku, line.quantity) for line in request.items]
+            now = utcnow()
             order = Order(id=str(uuid.uuid4()), status="pending",
                           customer_email=str(request.customer_email),
                           items=[{"sku": s, "quantity": q} for s, q in lines],
                           total_cents=catalog.price(session, lines), currency=catalog.CURRENCY,
                           payment_token=request.payment_token, idempotency_key=idempotency_key,
-                          request_fingerprint=fingerprint, compensating=[], compensated=[])
+                          request_fingerprint=fingerprint, compensating=[], compensated=[],
+                          needs_attention=False, created_at=now, updated_at=now)
             outbox = Outbox(order_id=order.id, task=saga.STEPS[0].action)
             session.add_all([order, outbox])
             session.flush()
-            return Placed(order.id, [outbox.id])
+            return Placed(order.id, order, outbox.id)
     except IntegrityError:
         # the same key raced us in another request and won: answer with its order
         earlier = _by_key(sessions, idempotency_key or "", fingerprint)
         if earlier is None:
             raise
-        return Placed(earlier, [])
+        return Placed(earlier)
 
 
 def _by_key(sessions: sessionmaker, key: str, fingerprint: str) -> str | None:  # type: ignore[type-arg]
