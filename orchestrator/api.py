@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from orchestrator import broker, catalog, dispatch, orders
-from orchestrator.db import read_sessions, sessions
+from orchestrator.db import engine, read_sessions, sessions
 from orchestrator.models import Order, SagaEvent
 from orchestrator.schemas import OrderIn, OrderOut, StepOut
 from orchestrator.settings import get_settings
@@ -77,7 +77,7 @@ SessionDep = Annotated[Session, Depends(read_session)]
 def post_order(body: OrderIn,
                idempotency_key: Annotated[str | None, Header(max_length=255)] = None) -> Response:
     try:
-        placed = orders.place(sessions(), body, idempotency_key)
+        placed = orders.place(engine(), body, idempotency_key)
     except catalog.UnknownSku as unknown:
         raise RequestValidationError([{
             "loc": ("body", "items", unknown.index, "sku"), "type": "unknown_sku",

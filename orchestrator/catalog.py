@@ -1,6 +1,6 @@
 """Pricing: the orchestrator prices every order from its own catalog, never from the client."""
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Connection, bindparam, select
+from sqlalchemy.orm import sessionmaker
 
 from orchestrator.models import CatalogItem
 
@@ -19,11 +19,13 @@ class UnknownSku(Exception):
         self.index, self.sku = index, sku
 
 
-def price(session: Session, lines: list[tuple[str, int]]) -> int:
+_PRICES = select(CatalogItem.sku, CatalogItem.price_cents) \
+    .where(CatalogItem.sku.in_(bindparam("skus", expanding=True)))
+
+
+def price(conn: Connection, lines: list[tuple[str, int]]) -> int:
     """The total in cents; raises UnknownSku naming the first line the catalog doesn't have."""
-    skus = {sku for sku, _ in lines}
-    prices = dict(session.execute(
-        select(CatalogItem.sku, CatalogItem.price_cents).where(CatalogItem.sku.in_(skus))).all())
+    prices = dict(conn.execute(_PRICES, {"skus": sorted({sku for sku, _ in lines})}).all())
     for index, (sku, _) in enumerate(lines):
         if sku not in prices:
             raise UnknownSku(index, sku)

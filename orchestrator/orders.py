@@ -3,14 +3,19 @@ Idempotency-Key. Plain functions; the API only maps their outcomes onto HTTP."""
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from contracts.runtime.store import utcnow
 from orchestrator import catalog, saga
 from orchestrator.models import Order, Outbox, SagaEvent
 from orchestrator.schemas import OrderIn
+
+
+# Core statements, built once: one of these transactions runs for every order placed
+_ADD_ORDER = insert(Order.__table__)
+_OWE = insert(Outbox.__table__).returning(Outbox.__table__.c.id)
 
 
 class IdempotencyConflict(Exception):
@@ -24,40 +29,42 @@ class Placed:
     outbox_id: int | None = None  # the saga's first message, owed to the broker
 
 
-def place(sessions: sessionmaker, request: OrderIn,  # type: ignore[type-arg]
-          idempotency_key: str | None) -> Placed:
+def place(db: Engine, request: OrderIn, idempotency_key: str | None) -> Placed:
     fingerprint = request.fingerprint()
     if idempotency_key is not None:
-        earlier = _by_key(sessions, idempotency_key, fingerprint)
+        earlier = _by_key(db, idempotency_key, fingerprint)
         if earlier is not None:
             return Placed(earlier)
     try:
-        with sessions.begin() as session:
+        with db.begin() as conn:
             lines = [(line.sku, line.quantity) for line in request.items]
             now = utcnow()
-            order = Order(id=str(uuid.uuid4()), status="pending",
-                          customer_email=str(request.customer_email),
-                          items=[{"sku": s, "quantity": q} for s, q in lines],
-                          total_cents=catalog.price(session, lines), currency=catalog.CURRENCY,
-                          payment_token=request.payment_token, idempotency_key=idempotency_key,
-                          request_fingerprint=fingerprint, compensating=[], compensated=[],
-                          needs_attention=False, created_at=now, updated_at=now)
-            outbox = Outbox(order_id=order.id, task=saga.STEPS[0].action)
-            session.add_all([order, outbox])
-            session.flush()
-            return Placed(order.id, order, outbox.id)
+            row = dict(id=str(uuid.uuid4()), status="pending", reason=None,
+                       customer_email=str(request.customer_email),
+                       items=[{"sku": s, "quantity": q} for s, q in lines],
+                       total_cents=catalog.price(conn, lines), currency=catalog.CURRENCY,
+                       payment_token=request.payment_token, idempotency_key=idempotency_key,
+                       request_fingerprint=fingerprint, compensating=[], compensated=[],
+                       needs_attention=False, closed=False, redrives=0, created_at=now,
+                       updated_at=now)
+            conn.execute(_ADD_ORDER, row)
+            outbox_id = conn.execute(_OWE, {"order_id": row["id"], "task": saga.STEPS[0].action,
+                                            "created_at": now, "sent_at": None,
+                                            "attempts": 0}).scalar_one()
+        # not attached to any session: it only carries the stored values to the response
+        return Placed(row["id"], Order(**row), outbox_id)
     except IntegrityError:
         # the same key raced us in another request and won: answer with its order
-        earlier = _by_key(sessions, idempotency_key or "", fingerprint)
+        earlier = _by_key(db, idempotency_key or "", fingerprint)
         if earlier is None:
             raise
         return Placed(earlier)
 
 
-def _by_key(sessions: sessionmaker, key: str, fingerprint: str) -> str | None:  # type: ignore[type-arg]
-    with sessions.begin() as session:
-        row = session.execute(select(Order.id, Order.request_fingerprint)
-                              .where(Order.idempotency_key == key)).first()
+def _by_key(db: Engine, key: str, fingerprint: str) -> str | None:
+    with db.connect() as conn:
+        row = conn.execute(select(Order.id, Order.request_fingerprint)
+                           .where(Order.idempotency_key == key)).first()
     if row is None:
         return None
     if row.request_fingerprint != fingerprint:

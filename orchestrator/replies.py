@@ -5,8 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Connection, Engine, Row, bindparam, insert, select, update
 
 from contracts.messages import POISON, StepFailed, StepReply, crash_reason, utcnow
 from orchestrator import saga
@@ -14,8 +13,17 @@ from orchestrator.models import Order, Outbox, SagaEvent
 
 log = logging.getLogger("saga.orders")
 
+# Core statements, built once: one of these transactions runs for every reply
+ORDERS, EVENTS, OUTBOX = Order.__table__, SagaEvent.__table__, Outbox.__table__
+LOCK_ORDER = select(ORDERS).where(ORDERS.c.id == bindparam("order_id")).with_for_update()
+_SEEN = select(EVENTS.c.name, EVENTS.c.status, EVENTS.c.attempt) \
+    .where(EVENTS.c.order_id == bindparam("order_id"))
+_ADD_EVENT = insert(EVENTS)
+_SET = update(ORDERS).where(ORDERS.c.id == bindparam("order_id"))
+_OWE = insert(OUTBOX).returning(OUTBOX.c.id)
 
-def state_of(order: Order) -> saga.SagaState:
+
+def state_of(order: Row[Any]) -> saga.SagaState:
     return saga.SagaState(status=order.status, reason=order.reason,
                           compensating=tuple(order.compensating),
                           compensated=tuple(order.compensated),
@@ -35,34 +43,33 @@ class Event:
     raised: bool = False  # it crashed rather than answered: it may have half-happened
 
 
-def on_reply(sessions: sessionmaker, reply: StepReply) -> list[int]:  # type: ignore[type-arg]
+def on_reply(db: Engine, reply: StepReply) -> list[int]:
     """Returns the outbox rows to publish now. A reply brings the replies of the chain's earlier
     steps with it (they ride along the chain); they are applied first, in order."""
     # a poison message is a step that kept dying: it may have half-happened, like a crash
     events = [Event(r.step, r.status, r.reason, r.attempt, r.at, r.detail,
                     raised=r.raised or r.reason == POISON) for r in (*reply.earlier, reply)]
-    return _apply(sessions, reply.order_id, events)
+    return _apply(db, reply.order_id, events)
 
 
-def on_step_crashed(sessions: sessionmaker, failed: StepFailed) -> list[int]:  # type: ignore[type-arg]
-    return _apply(sessions, failed.order_id, [Event(
+def on_step_crashed(db: Engine, failed: StepFailed) -> list[int]:
+    return _apply(db, failed.order_id, [Event(
         failed.step, "failed", crash_reason(failed.step), 0, utcnow(),
         {"error": "the step raised; see the service's log"}, raised=True)])
 
 
-def _apply(sessions: sessionmaker, order_id: str,  # type: ignore[type-arg]
-           events: list[Event]) -> list[int]:
-    with sessions.begin() as session:
-        order = session.get(Order, order_id, with_for_update=True)
+def _apply(db: Engine, order_id: str, events: list[Event]) -> list[int]:
+    with db.begin() as conn:
+        order = conn.execute(LOCK_ORDER, {"order_id": order_id}).first()
         if order is None:
             log.warning("reply for unknown order order_id=%s steps=%s", order_id,
                         [e.step for e in events])
             return []
-        seen = _seen(session, order_id)
+        seen = [(n, s, a) for n, s, a in conn.execute(_SEEN, {"order_id": order_id})]
         state, send, recorded = state_of(order), [], False
         for event in events:
             succeeded_before = (event.step, "succeeded") in {(n, s) for n, s, _ in seen}
-            if not _record(session, seen, order_id, event):
+            if not _record(conn, seen, order_id, event):
                 continue  # a duplicate delivery: already applied
             recorded = True
             decision = _decide(state, event, succeeded_before)
@@ -70,7 +77,7 @@ def _apply(sessions: sessionmaker, order_id: str,  # type: ignore[type-arg]
             state, send = decision.state, send + list(decision.send)
         if not recorded:
             return []
-        return store(session, order, saga.Decision(state, tuple(send)))
+        return store(conn, order_id, saga.Decision(state, tuple(send)))
 
 
 def _decide(state: saga.SagaState, event: Event, succeeded_before: bool) -> saga.Decision:
@@ -86,38 +93,31 @@ def _decide(state: saga.SagaState, event: Event, succeeded_before: bool) -> saga
     return saga.on_retrying(state, event.step, event.reason)
 
 
-def _seen(session: Session, order_id: str) -> list[tuple[str, str, int]]:
-    """(step, status, attempt) of everything the order's steps already reported."""
-    return [tuple(row) for row in session.execute(  # type: ignore[misc]
-        select(SagaEvent.name, SagaEvent.status, SagaEvent.attempt)
-        .where(SagaEvent.order_id == order_id))]
-
-
-def _record(session: Session, seen: list[tuple[str, str, int]], order_id: str,
+def _record(conn: Connection, seen: list[tuple[str, str, int]], order_id: str,
             event: Event) -> bool:
     # under the order's row lock, so check-then-insert cannot race. A step succeeds or fails
     # once, whatever attempt number a duplicate delivery carries; each retry is its own event.
     if any(n == event.step and s == event.status and (s != "retrying" or a == event.attempt)
            for n, s, a in seen):
         return False
-    session.add(SagaEvent(order_id=order_id, name=event.step, status=event.status,
-                          attempt=event.attempt, reason=event.reason, at=event.at,
-                          detail=event.detail))
+    conn.execute(_ADD_EVENT, {"order_id": order_id, "name": event.step, "status": event.status,
+                              "attempt": event.attempt, "reason": event.reason, "at": event.at,
+                              "detail": event.detail})
     seen.append((event.step, event.status, event.attempt))
     return True
 
 
-def store(session: Session, order: Order, decision: saga.Decision) -> list[int]:
+def store(conn: Connection, order_id: str, decision: saga.Decision, **more: Any) -> list[int]:
     """Save the saga's new state and the messages it owes (outbox rows, published after commit)."""
-    state = decision.state
-    order.status, order.reason = state.status, state.reason
-    order.compensating, order.compensated = list(state.compensating), list(state.compensated)
-    order.needs_attention, order.closed = state.needs_attention, state.closed
-    order.updated_at = utcnow()
-    rows = [Outbox(order_id=order.id, task=task) for task in decision.send]
-    session.add_all(rows)
-    session.flush()
-    return [row.id for row in rows]
+    state, now = decision.state, utcnow()
+    conn.execute(_SET, {"order_id": order_id, "status": state.status, "reason": state.reason,
+                        "compensating": list(state.compensating),
+                        "compensated": list(state.compensated),
+                        "needs_attention": state.needs_attention, "closed": state.closed,
+                        "updated_at": now, **more})
+    return [conn.execute(_OWE, {"order_id": order_id, "task": task, "created_at": now,
+                                "sent_at": None, "attempts": 0}).scalar_one()
+            for task in decision.send]
 
 
 def _log_transition(order_id: str, event: Event, before: saga.SagaState,

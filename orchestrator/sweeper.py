@@ -3,31 +3,30 @@ lose what it held. Sagas that stalled are driven again, or compensated past thei
 import logging
 from datetime import timedelta
 
-from sqlalchemy import select
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy import Engine, select
 
 from contracts.runtime.store import utcnow
 from orchestrator import saga
-from orchestrator.models import Order
-from orchestrator.replies import state_of, store
+from orchestrator.replies import ORDERS, LOCK_ORDER, state_of, store
 
 log = logging.getLogger("saga.sweeper")
 MAX_DOUBLINGS = 4  # at most 16 step deadlines between two re-drives of one order
 
 
-def sweep(sessions: sessionmaker, step_deadline_s: float,  # type: ignore[type-arg]
-          saga_deadline_s: float, limit: int = 200) -> list[int]:
+def sweep(db: Engine, step_deadline_s: float, saga_deadline_s: float,
+          limit: int = 200) -> list[int]:
     """Returns the outbox rows to publish."""
     cutoff = utcnow() - timedelta(seconds=step_deadline_s)
-    with sessions.begin() as session:
-        stalled = list(session.scalars(
-            select(Order.id).where(Order.closed.is_(False), Order.needs_attention.is_(False),
-                                   Order.updated_at < cutoff)
-            .order_by(Order.updated_at).limit(limit)))
+    with db.begin() as conn:
+        stalled = list(conn.scalars(
+            select(ORDERS.c.id).where(ORDERS.c.closed.is_(False),
+                                      ORDERS.c.needs_attention.is_(False),
+                                      ORDERS.c.updated_at < cutoff)
+            .order_by(ORDERS.c.updated_at).limit(limit)))
     owed: list[int] = []
     for order_id in stalled:
-        with sessions.begin() as session:
-            order = session.get(Order, order_id, with_for_update=True)
+        with db.begin() as conn:
+            order = conn.execute(LOCK_ORDER, {"order_id": order_id}).first()
             if order is None or order.closed or order.updated_at >= cutoff:
                 continue  # it moved on meanwhile, or another sweeper took it
             # each re-drive of an order waits twice as long as the last: on a backlog, more
@@ -38,10 +37,9 @@ def sweep(sessions: sessionmaker, step_deadline_s: float,  # type: ignore[type-a
             age_s = (utcnow() - order.created_at).total_seconds()
             before = state_of(order)
             decision = saga.redrive(before, age_s, saga_deadline_s)
-            order.redrives += 1
-            owed += store(session, order, decision)
+            owed += store(conn, order_id, decision, redrives=order.redrives + 1)
             log.warning("stalled order_id=%s status=%s idle_s>%.0f redrive=%d send=%s%s",
-                        order_id, before.status, step_deadline_s, order.redrives,
+                        order_id, before.status, step_deadline_s, order.redrives + 1,
                         list(decision.send),
                         " (saga deadline passed: compensating)"
                         if decision.state.reason == "timed_out" and not before.reason else "")

@@ -13,7 +13,7 @@ from contracts.names import Task
 from contracts.runtime.step import StepRunner
 from orchestrator import dispatch, replies, sweeper
 from orchestrator.broker import app
-from orchestrator.db import sessions
+from orchestrator.db import engine, sessions
 from orchestrator.models import DeadLetter
 from orchestrator.settings import get_settings
 
@@ -33,7 +33,7 @@ def _accept(task: Any, payload: Any, schema: type[BaseModel]) -> Any:
 def step_result(self: Any, payload: Any) -> None:
     reply = _accept(self, payload, StepReply)
     if reply is not None:
-        dispatch.flush(app, sessions(), replies.on_reply(sessions(), reply))
+        dispatch.flush(app, sessions(), replies.on_reply(engine(), reply))
 
 
 @app.task(name=Task.STEP_FAILED, bind=True)
@@ -41,7 +41,7 @@ def step_failed(self: Any, payload: Any) -> None:
     failed = _accept(self, payload, StepFailed)
     if failed is not None:
         log.warning("step raised %s", json.dumps(failed.model_dump()))
-        dispatch.flush(app, sessions(), replies.on_step_crashed(sessions(), failed))
+        dispatch.flush(app, sessions(), replies.on_step_crashed(engine(), failed))
 
 
 _stop = threading.Event()
@@ -57,7 +57,7 @@ def _recover_forever() -> None:
         try:
             dispatch.relay(app, sessions(), settings.relay_grace_s)
             if time.monotonic() >= sweep_from:
-                owed = sweeper.sweep(sessions(), settings.step_deadline_s,
+                owed = sweeper.sweep(engine(), settings.step_deadline_s,
                                      settings.saga_deadline_s)
                 dispatch.flush(app, sessions(), owed)
         except Exception:  # keep going: the next round may find the broker or DB back

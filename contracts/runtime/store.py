@@ -8,7 +8,7 @@ from alembic import command, context
 from alembic.config import Config
 from sqlalchemy import (JSON, DateTime, Engine, MetaData, String, Text, TypeDecorator,
                         create_engine, event, pool)
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
 
 def utcnow() -> datetime:
@@ -83,11 +83,6 @@ class DeadLetterMixin:
     error: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     retried_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
-
-
-def inbox_get(session: Session, model: type, order_id: str, step: str) -> dict[str, Any] | None:
-    row = session.get(model, (order_id, step))
-    return None if row is None else row.outcome
 
 
 def migrate(url: str, script_location: Path, revision: str = "head") -> None:

@@ -2,9 +2,9 @@
 import uuid
 from collections import Counter
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import sessionmaker
 
 from contracts.messages import OrderLine, PaymentAuthorized, ReleaseStock, StockReserved
 from contracts.names import Task
@@ -15,6 +15,18 @@ from services.inventory.models import Inbox, Reservation, Stock
 
 DEMO_STOCK = {"BOOK-1": 1000, "MUG-1": 1000, "LIMITED-1": 10, "SOLDOUT-1": 0}
 
+# Core statements, built once: these run for every order (see contracts/runtime/inbox.py)
+STOCK, RESERVATIONS = Stock.__table__, Reservation.__table__
+_TAKE = update(STOCK).where(STOCK.c.sku == bindparam("line_sku"),
+                            STOCK.c.available >= bindparam("line_quantity")) \
+    .values(available=STOCK.c.available - bindparam("line_quantity"))
+_PUT_BACK = update(STOCK).where(STOCK.c.sku == bindparam("line_sku")) \
+    .values(available=STOCK.c.available + bindparam("line_quantity"))
+_LOCK = select(RESERVATIONS).where(RESERVATIONS.c.order_id == bindparam("id")).with_for_update()
+_INSERT = insert(RESERVATIONS)
+_SET = update(RESERVATIONS).where(RESERVATIONS.c.order_id == bindparam("id"))
+_DELETE = delete(RESERVATIONS).where(RESERVATIONS.c.order_id == bindparam("id"))
+
 
 def wanted(lines: list[OrderLine]) -> dict[str, int]:
     """Quantities per SKU, in SKU order so concurrent orders lock rows in the same order."""
@@ -24,14 +36,11 @@ def wanted(lines: list[OrderLine]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def take(session: Session, lines: dict[str, int]) -> str | None:
+def take(conn: Connection, lines: dict[str, int]) -> str | None:
     """Decrement every line or none; returns the first SKU that is short."""
-    savepoint = session.begin_nested()
+    savepoint = conn.begin_nested()
     for sku, quantity in lines.items():
-        taken = session.execute(
-            update(Stock).where(Stock.sku == sku, Stock.available >= quantity)
-            .values(available=Stock.available - quantity))
-        if taken.rowcount != 1:
+        if conn.execute(_TAKE, {"line_sku": sku, "line_quantity": quantity}).rowcount != 1:
             savepoint.rollback()
             return sku
     savepoint.commit()
@@ -42,58 +51,56 @@ class ReservationInFlight(RetryableError):
     exhausted_reason = "release_blocked"
 
 
-def reserve(msg: PaymentAuthorized, sessions: sessionmaker) -> StepOutcome:  # type: ignore[type-arg]
+def reserve(msg: PaymentAuthorized, db: Engine) -> StepOutcome:
     order = msg.order
     lines = wanted(order.items)
 
-    def record(session: Session, _: None) -> StepOutcome:
+    def record(conn: Connection, _: None) -> StepOutcome:
         # The reservation row is where a reserve and a release of one order meet: whichever
         # writes it first wins, on PostgreSQL too, where each would otherwise miss the other.
         reservation_id = f"res_{uuid.uuid4().hex[:20]}"
-        if not _insert(session, Reservation(order_id=order.order_id, status="reserved",
-                                            reservation_id=reservation_id, lines=lines)):
+        if not _insert(conn, order.order_id, "reserved", reservation_id, lines):
             # the saga gave up on this order and released it: never take stock now
             return StepOutcome.failed("cancelled", why="the order was already compensated")
-        short = take(session, lines)
+        short = take(conn, lines)
         if short is not None:
-            session.delete(session.get(Reservation, order.order_id))
+            conn.execute(_DELETE, {"id": order.order_id})
             return StepOutcome.failed("out_of_stock", sku=short, requested=lines[short])
         output = StockReserved(order=order, authorization_id=msg.authorization_id,
                                reservation_id=reservation_id)
         return StepOutcome.ok(output, reservation_id=reservation_id, lines=lines)
 
-    return once(sessions, Inbox, order.order_id, Task.RESERVE_STOCK, record)
+    return once(db, Inbox, order.order_id, Task.RESERVE_STOCK, record)
 
 
-def release(msg: ReleaseStock, sessions: sessionmaker) -> StepOutcome:  # type: ignore[type-arg]
-    def record(session: Session, _: None) -> StepOutcome:
-        reservation = session.get(Reservation, msg.order_id, with_for_update=True)
+def release(msg: ReleaseStock, db: Engine) -> StepOutcome:
+    def record(conn: Connection, _: None) -> StepOutcome:
+        reservation = conn.execute(_LOCK, {"id": msg.order_id}).first()
         if reservation is None:
             # leave a marker so a reserve still on its way finds the order released
-            marker = Reservation(order_id=msg.order_id, status="released", lines={},
-                                 reservation_id=f"void_{uuid.uuid4().hex[:20]}")
-            if not _insert(session, marker):
+            if not _insert(conn, msg.order_id, "released", f"void_{uuid.uuid4().hex[:20]}", {}):
                 raise ReservationInFlight("a reservation for this order is being written")
             return StepOutcome.ok(released=False, why="nothing reserved")
         if reservation.status != "reserved":
             return StepOutcome.ok(released=False, why="nothing reserved")
         for sku, quantity in sorted(reservation.lines.items()):
-            session.execute(update(Stock).where(Stock.sku == sku)
-                            .values(available=Stock.available + quantity))
-        reservation.status, reservation.released_at = "released", utcnow()
+            conn.execute(_PUT_BACK, {"line_sku": sku, "line_quantity": quantity})
+        conn.execute(_SET, {"id": msg.order_id, "status": "released", "released_at": utcnow()})
         return StepOutcome.ok(released=True, lines=reservation.lines)
 
-    return once(sessions, Inbox, msg.order_id, Task.RELEASE_STOCK, record)
+    return once(db, Inbox, msg.order_id, Task.RELEASE_STOCK, record)
 
 
-def _insert(session: Session, row: Reservation) -> bool:
+def _insert(conn: Connection, order_id: str, status: str, reservation_id: str,
+            lines: dict[str, int]) -> bool:
     """False if the order already has a reservation row (or one is committing right now)."""
-    if session.get(Reservation, row.order_id, with_for_update=True) is not None:
+    if conn.execute(_LOCK, {"id": order_id}).first() is not None:
         return False
     try:
-        with session.begin_nested():
-            session.add(row)
-            session.flush()
+        with conn.begin_nested():
+            conn.execute(_INSERT, {"order_id": order_id, "status": status, "lines": lines,
+                                   "reservation_id": reservation_id, "created_at": utcnow(),
+                                   "released_at": None})
     except IntegrityError:
         return False
     return True

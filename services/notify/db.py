@@ -1,6 +1,7 @@
 from functools import cache
 from pathlib import Path
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
 from contracts.runtime.store import make_engine
@@ -10,5 +11,10 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 @cache
+def engine() -> Engine:
+    return make_engine(get_settings().database_url)
+
+
+@cache
 def sessions() -> sessionmaker:  # type: ignore[type-arg]
-    return sessionmaker(make_engine(get_settings().database_url), expire_on_commit=False)
+    return sessionmaker(engine(), expire_on_commit=False)

@@ -2,8 +2,8 @@
 from email.message import EmailMessage
 from typing import Protocol
 
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
 
 from contracts.messages import MailSent, SagaOrder, SendFailureNotice, StockReserved
 from contracts.names import Task
@@ -13,46 +13,49 @@ from contracts.runtime.store import utcnow
 from services.notify.mailer import MailRejected, compose
 from services.notify.models import Inbox, Mail
 
+# Core statements, built once: these run for every order (see contracts/runtime/inbox.py)
+MAILS = Mail.__table__
+_LOCK = select(MAILS).where(MAILS.c.order_id == bindparam("id")).with_for_update()
+_INSERT = insert(MAILS)
+_SET = update(MAILS).where(MAILS.c.order_id == bindparam("id"))
+
 
 class Mailer(Protocol):
     def send(self, mail: EmailMessage) -> None: ...
 
 
-def send_confirmation(msg: StockReserved, sessions: sessionmaker, mailer: Mailer,  # type: ignore[type-arg]
-                      sender: str) -> StepOutcome:
+def send_confirmation(msg: StockReserved, db: Engine, mailer: Mailer, sender: str) -> StepOutcome:
     mail = compose(msg.order, "confirmation", sender)
-    return _send_once(msg.order, "confirmation", Task.SEND_CONFIRMATION, mail, sessions, mailer)
+    return _send_once(msg.order, "confirmation", Task.SEND_CONFIRMATION, mail, db, mailer)
 
 
-def send_failure_notice(msg: SendFailureNotice, sessions: sessionmaker,  # type: ignore[type-arg]
-                        mailer: Mailer, sender: str) -> StepOutcome:
+def send_failure_notice(msg: SendFailureNotice, db: Engine, mailer: Mailer, sender: str) -> StepOutcome:
     mail = compose(msg.order, "failure_notice", sender, msg.reason, msg.refunded)
-    return _send_once(msg.order, "failure_notice", Task.SEND_FAILURE_NOTICE, mail, sessions, mailer)
+    return _send_once(msg.order, "failure_notice", Task.SEND_FAILURE_NOTICE, mail, db, mailer)
 
 
-def claim(sessions: sessionmaker, order: SagaOrder, kind: str,  # type: ignore[type-arg]
-          mail: EmailMessage) -> tuple[str, str]:
+def claim(db: Engine, order: SagaOrder, kind: str, mail: EmailMessage) -> tuple[str, str]:
     """The order's one mail, claimed for `kind` unless another kind holds it: (kind, status)."""
     try:
-        with sessions.begin() as session:
-            row = session.get(Mail, order.order_id, with_for_update=True)
-            if row is None:
-                row = Mail(order_id=order.order_id, kind=kind, status="sending",
-                           recipient=order.customer_email, subject=str(mail["Subject"]),
-                           message_id=str(mail["Message-ID"]))
-                session.add(row)
-            return row.kind, row.status
+        with db.begin() as conn:
+            row = conn.execute(_LOCK, {"id": order.order_id}).first()
+            if row is not None:
+                return row.kind, row.status
+            conn.execute(_INSERT, {"order_id": order.order_id, "kind": kind, "status": "sending",
+                                   "recipient": order.customer_email,
+                                   "subject": str(mail["Subject"]),
+                                   "message_id": str(mail["Message-ID"]), "sent_at": utcnow()})
+            return kind, "sending"
     except IntegrityError:  # the other kind claimed it at the same instant
-        with sessions.begin() as session:
-            row = session.get(Mail, order.order_id)
-            assert row is not None
+        with db.connect() as conn:
+            row = conn.execute(_LOCK, {"id": order.order_id}).one()
             return row.kind, row.status
 
 
-def _send_once(order: SagaOrder, kind: str, step: str, mail: EmailMessage,
-               sessions: sessionmaker, mailer: Mailer) -> StepOutcome:  # type: ignore[type-arg]
+def _send_once(order: SagaOrder, kind: str, step: str, mail: EmailMessage, db: Engine,
+               mailer: Mailer) -> StepOutcome:
     def deliver() -> str:
-        holder, status = claim(sessions, order, kind, mail)
+        holder, status = claim(db, order, kind, mail)
         if holder != kind:
             return f"already:{holder}"
         if status == "sending":  # ours; after a crash mid-send it goes out again (at least once)
@@ -62,18 +65,17 @@ def _send_once(order: SagaOrder, kind: str, step: str, mail: EmailMessage,
                 return f"rejected:{exc}"
         return "sent"
 
-    def record(session: Session, result: str) -> StepOutcome:
-        row = session.get(Mail, order.order_id)
-        assert row is not None
+    def record(conn: Connection, result: str) -> StepOutcome:
+        row = conn.execute(_LOCK, {"id": order.order_id}).one()
         if result.startswith("already:"):
             # this order already has its one e-mail; a second kind is never sent
             return StepOutcome.ok(already_sent=row.kind, message_id=row.message_id)
         if result.startswith("rejected:"):
-            row.status = "rejected"
+            conn.execute(_SET, {"id": order.order_id, "status": "rejected"})
             return StepOutcome.failed("mail_rejected", error=result.removeprefix("rejected:"))
-        row.status, row.sent_at = "sent", utcnow()
+        conn.execute(_SET, {"id": order.order_id, "status": "sent", "sent_at": utcnow()})
         output = MailSent(order_id=order.order_id, kind=kind, message_id=row.message_id)  # type: ignore[arg-type]
         return StepOutcome.ok(output, to=row.recipient, subject=row.subject,
                               message_id=row.message_id)
 
-    return once(sessions, Inbox, order.order_id, step, record, deliver)
+    return once(db, Inbox, order.order_id, step, record, deliver)

@@ -6,7 +6,7 @@ from contracts.names import Task
 from contracts.runtime.app import make_app
 from contracts.runtime.step import StepRunner
 from services.notify import handlers
-from services.notify.db import sessions
+from services.notify.db import engine, sessions
 from services.notify.mailer import SmtpMailer
 from services.notify.models import DeadLetter
 from services.notify.settings import get_settings
@@ -21,10 +21,10 @@ mailer = SmtpMailer(settings.smtp_host, settings.smtp_port, settings.smtp_timeou
 @app.task(name=Task.SEND_CONFIRMATION, bind=True, max_retries=None, persistent=True)
 def order_confirmed(self: Any, payload: Any) -> dict[str, Any] | None:
     return runner.run(self, payload, StockReserved, lambda msg: handlers.send_confirmation(
-        msg, sessions(), mailer, settings.mail_from))
+        msg, engine(), mailer, settings.mail_from))
 
 
 @app.task(name=Task.SEND_FAILURE_NOTICE, bind=True, max_retries=None, persistent=True)
 def order_failed(self: Any, payload: Any) -> dict[str, Any] | None:
     return runner.run(self, payload, SendFailureNotice, lambda msg: handlers.send_failure_notice(
-        msg, sessions(), mailer, settings.mail_from))
+        msg, engine(), mailer, settings.mail_from))

@@ -11,8 +11,8 @@ SENDER = "Orders <orders@saga.localhost>"
 
 
 @pytest.fixture
-def sessions(migrated):
-    return migrated(MIGRATIONS)
+def db(migrated):
+    return migrated(MIGRATIONS).kw["bind"]
 
 
 @pytest.fixture
@@ -29,45 +29,45 @@ def mails_for(maildrop, order_id: str):
     return [m for m in read_mails(maildrop.maildir) if order_id in m["Subject"]]
 
 
-def test_a_confirmation_is_sent_once_with_the_order_id_in_its_subject(sessions, mailer, maildrop,
+def test_a_confirmation_is_sent_once_with_the_order_id_in_its_subject(db, mailer, maildrop,
                                                                      db_url):
     order_id = f"conf-{abs(hash(db_url))}"
     reserved = StockReserved(order=order(order_id), authorization_id="a", reservation_id="r")
-    first = handlers.send_confirmation(reserved, sessions, mailer, SENDER)
-    again = handlers.send_confirmation(reserved, sessions, mailer, SENDER)
+    first = handlers.send_confirmation(reserved, db, mailer, SENDER)
+    again = handlers.send_confirmation(reserved, db, mailer, SENDER)
     assert first.succeeded and again == first
     [mail] = mails_for(maildrop, order_id)
     assert mail["To"] == "ada@example.com" and "confirmed" in mail["Subject"]
     assert "25.98 EUR" in mail.get_content()
 
 
-def test_an_order_never_gets_a_second_kind_of_mail(sessions, mailer, maildrop, db_url):
+def test_an_order_never_gets_a_second_kind_of_mail(db, mailer, maildrop, db_url):
     order_id = f"once-{abs(hash(db_url))}"
     handlers.send_confirmation(StockReserved(order=order(order_id), authorization_id="a",
-                                             reservation_id="r"), sessions, mailer, SENDER)
+                                             reservation_id="r"), db, mailer, SENDER)
     late = handlers.send_failure_notice(SendFailureNotice(order=order(order_id), reason="x"),
-                                        sessions, mailer, SENDER)
+                                        db, mailer, SENDER)
     assert late.detail["already_sent"] == "confirmation"
     assert len(mails_for(maildrop, order_id)) == 1
 
 
-def test_a_failure_notice_says_why(sessions, mailer, maildrop, db_url):
+def test_a_failure_notice_says_why(db, mailer, maildrop, db_url):
     order_id = f"fail-{abs(hash(db_url))}"
     notice = SendFailureNotice(order=order(order_id), reason="out_of_stock", refunded=True)
-    assert handlers.send_failure_notice(notice, sessions, mailer, SENDER).succeeded
+    assert handlers.send_failure_notice(notice, db, mailer, SENDER).succeeded
     [mail] = mails_for(maildrop, order_id)
     assert "could not be completed" in mail["Subject"]
     assert "out of stock" in mail.get_content()
 
 
-def test_an_smtp_outage_raises_for_a_retry_and_records_nothing(sessions, free_port):
+def test_an_smtp_outage_raises_for_a_retry_and_records_nothing(db, free_port):
     down = SmtpMailer("127.0.0.1", free_port(), timeout_s=1)
     reserved = StockReserved(order=order("down-1"), authorization_id="a", reservation_id="r")
     with pytest.raises(SmtpUnavailable):
-        handlers.send_confirmation(reserved, sessions, down, SENDER)
+        handlers.send_confirmation(reserved, db, down, SENDER)
 
 
-def test_a_confirmation_and_a_failure_notice_racing_send_one_mail(sessions, mailer, maildrop,
+def test_a_confirmation_and_a_failure_notice_racing_send_one_mail(db, mailer, maildrop,
                                                                    db_url):
     from concurrent.futures import ThreadPoolExecutor
     order_id = f"race-{abs(hash(db_url))}"
@@ -75,7 +75,7 @@ def test_a_confirmation_and_a_failure_notice_racing_send_one_mail(sessions, mail
     notice = SendFailureNotice(order=order(order_id), reason="timed_out")
     with ThreadPoolExecutor(2) as pool:
         outcomes = list(pool.map(lambda send: send(), [
-            lambda: handlers.send_confirmation(confirm, sessions, mailer, SENDER),
-            lambda: handlers.send_failure_notice(notice, sessions, mailer, SENDER)]))
+            lambda: handlers.send_confirmation(confirm, db, mailer, SENDER),
+            lambda: handlers.send_failure_notice(notice, db, mailer, SENDER)]))
     assert len(mails_for(maildrop, order_id)) == 1
     assert sum("already_sent" in o.detail for o in outcomes) == 1

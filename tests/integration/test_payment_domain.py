@@ -15,8 +15,13 @@ def sessions(migrated):
 
 
 @pytest.fixture
-def gateway(sessions):
-    return SandboxGateway(sessions, latency_ms=0, timeout_ms=0)
+def db(sessions):
+    return sessions.kw["bind"]
+
+
+@pytest.fixture
+def gateway(db):
+    return SandboxGateway(db, latency_ms=0, timeout_ms=0)
 
 
 def order_paid_with(token: str, order_id: str = "o-1") -> AuthorizePayment:
@@ -32,8 +37,8 @@ def charges(sessions) -> int:
                         .where(SandboxCall.kind == "authorize", SandboxCall.result == "approved"))
 
 
-def test_an_approved_card_is_authorized_for_the_order_total(sessions, gateway):
-    outcome = handlers.authorize(order_paid_with("tok_visa"), sessions, gateway)
+def test_an_approved_card_is_authorized_for_the_order_total(sessions, db, gateway):
+    outcome = handlers.authorize(order_paid_with("tok_visa"), db, gateway)
     assert outcome.succeeded and outcome.output["amount_cents"] == 2598
     with sessions.begin() as s:
         payment = s.get(Payment, "o-1")
@@ -41,9 +46,9 @@ def test_an_approved_card_is_authorized_for_the_order_total(sessions, gateway):
         assert payment.authorization_id == outcome.output["authorization_id"]
 
 
-def test_a_redelivered_authorization_charges_once(sessions, gateway):
-    first = handlers.authorize(order_paid_with("tok_visa"), sessions, gateway)
-    again = handlers.authorize(order_paid_with("tok_visa"), sessions, gateway)
+def test_a_redelivered_authorization_charges_once(sessions, db, gateway):
+    first = handlers.authorize(order_paid_with("tok_visa"), db, gateway)
+    again = handlers.authorize(order_paid_with("tok_visa"), db, gateway)
     assert again == first
     assert charges(sessions) == 1
 
@@ -51,8 +56,8 @@ def test_a_redelivered_authorization_charges_once(sessions, gateway):
 @pytest.mark.parametrize("token,code", [("tok_chargeDeclined", "card_declined"),
                                         ("tok_chargeDeclinedInsufficientFunds",
                                          "insufficient_funds")])
-def test_a_declined_card_fails_the_step_and_holds_nothing(sessions, gateway, token, code):
-    outcome = handlers.authorize(order_paid_with(token), sessions, gateway)
+def test_a_declined_card_fails_the_step_and_holds_nothing(sessions, db, gateway, token, code):
+    outcome = handlers.authorize(order_paid_with(token), db, gateway)
     assert (outcome.succeeded, outcome.reason) == (False, "payment_declined")
     assert outcome.detail["decline_code"] == code
     with sessions.begin() as s:
@@ -60,25 +65,25 @@ def test_a_declined_card_fails_the_step_and_holds_nothing(sessions, gateway, tok
     assert charges(sessions) == 0
 
 
-def test_a_flaky_gateway_times_out_twice_then_approves(sessions, gateway):
+def test_a_flaky_gateway_times_out_twice_then_approves(sessions, db, gateway):
     for _ in range(2):
         with pytest.raises(GatewayTimeout):
-            handlers.authorize(order_paid_with("tok_gatewayFlaky"), sessions, gateway)
-    assert handlers.authorize(order_paid_with("tok_gatewayFlaky"), sessions, gateway).succeeded
+            handlers.authorize(order_paid_with("tok_gatewayFlaky"), db, gateway)
+    assert handlers.authorize(order_paid_with("tok_gatewayFlaky"), db, gateway).succeeded
     assert charges(sessions) == 1
 
 
-def test_a_gateway_that_is_down_always_times_out(sessions, gateway):
+def test_a_gateway_that_is_down_always_times_out(sessions, db, gateway):
     for _ in range(3):
         with pytest.raises(GatewayTimeout) as raised:
-            handlers.authorize(order_paid_with("tok_gatewayDown"), sessions, gateway)
+            handlers.authorize(order_paid_with("tok_gatewayDown"), db, gateway)
     assert raised.value.exhausted_reason == "payment_unavailable"
 
 
-def test_a_refund_returns_the_authorization_once(sessions, gateway):
-    handlers.authorize(order_paid_with("tok_visa"), sessions, gateway)
-    first = handlers.refund(RefundPayment(order_id="o-1"), sessions, gateway)
-    again = handlers.refund(RefundPayment(order_id="o-1"), sessions, gateway)
+def test_a_refund_returns_the_authorization_once(sessions, db, gateway):
+    handlers.authorize(order_paid_with("tok_visa"), db, gateway)
+    first = handlers.refund(RefundPayment(order_id="o-1"), db, gateway)
+    again = handlers.refund(RefundPayment(order_id="o-1"), db, gateway)
     assert first.succeeded and first.detail["refunded"] is True and again == first
     with sessions.begin() as s:
         assert s.get(Payment, "o-1").status == "refunded"
@@ -87,8 +92,8 @@ def test_a_refund_returns_the_authorization_once(sessions, gateway):
     assert refunds == 1
 
 
-def test_refunding_an_order_that_was_never_authorized_is_a_no_op(sessions, gateway):
-    outcome = handlers.refund(RefundPayment(order_id="never"), sessions, gateway)
+def test_refunding_an_order_that_was_never_authorized_is_a_no_op(sessions, db, gateway):
+    outcome = handlers.refund(RefundPayment(order_id="never"), db, gateway)
     assert outcome.succeeded and outcome.detail["refunded"] is False
 
 
@@ -103,26 +108,26 @@ class DiesAfterCharge:
         raise SystemExit("kill -9")
 
 
-def test_a_refund_voids_an_authorization_that_has_not_charged_yet(sessions, gateway):
+def test_a_refund_voids_an_authorization_that_has_not_charged_yet(sessions, db, gateway):
     class StillOnItsWay:
         def authorize(self, **kw):
             raise SystemExit("kill -9 before the gateway was reached")
     with pytest.raises(SystemExit):
-        handlers.authorize(order_paid_with("tok_visa"), sessions, StillOnItsWay())
-    outcome = handlers.refund(RefundPayment(order_id="o-1"), sessions, gateway)
+        handlers.authorize(order_paid_with("tok_visa"), db, StillOnItsWay())
+    outcome = handlers.refund(RefundPayment(order_id="o-1"), db, gateway)
     assert outcome.detail["refunded"] is False
-    late = handlers.authorize(order_paid_with("tok_visa"), sessions, gateway)
+    late = handlers.authorize(order_paid_with("tok_visa"), db, gateway)
     assert (late.succeeded, late.reason, charges(sessions)) == (False, "cancelled", 0)
 
 
-def test_a_charge_whose_worker_died_is_found_at_the_gateway_and_refunded(sessions, gateway):
+def test_a_charge_whose_worker_died_is_found_at_the_gateway_and_refunded(sessions, db, gateway):
     with pytest.raises(SystemExit):
-        handlers.authorize(order_paid_with("tok_visa"), sessions, DiesAfterCharge(gateway))
-    outcome = handlers.refund(RefundPayment(order_id="o-1"), sessions, gateway)
+        handlers.authorize(order_paid_with("tok_visa"), db, DiesAfterCharge(gateway))
+    outcome = handlers.refund(RefundPayment(order_id="o-1"), db, gateway)
     assert outcome.detail["refunded"] is True and outcome.detail["amount_cents"] == 2598
 
 
-def test_a_charge_made_after_the_order_was_voided_is_given_back(sessions, gateway):
+def test_a_charge_made_after_the_order_was_voided_is_given_back(sessions, db, gateway):
     class VoidedMeanwhile:
         def authorize(self, **kw):
             auth = gateway.authorize(**kw)
@@ -133,7 +138,7 @@ def test_a_charge_made_after_the_order_was_voided_is_given_back(sessions, gatewa
         def refund(self, **kw):
             return gateway.refund(**kw)
 
-    late = handlers.authorize(order_paid_with("tok_visa"), sessions, VoidedMeanwhile())
+    late = handlers.authorize(order_paid_with("tok_visa"), db, VoidedMeanwhile())
     assert (late.succeeded, late.reason) == (False, "cancelled")
     with sessions.begin() as s:
         refunds = s.scalar(select(func.count()).select_from(SandboxCall)
@@ -141,8 +146,8 @@ def test_a_charge_made_after_the_order_was_voided_is_given_back(sessions, gatewa
     assert (charges(sessions), refunds) == (1, 1)
 
 
-def test_an_authorization_arriving_after_the_refund_charges_nothing(sessions, gateway):
-    handlers.refund(RefundPayment(order_id="o-1"), sessions, gateway)
-    late = handlers.authorize(order_paid_with("tok_visa"), sessions, gateway)
+def test_an_authorization_arriving_after_the_refund_charges_nothing(sessions, db, gateway):
+    handlers.refund(RefundPayment(order_id="o-1"), db, gateway)
+    late = handlers.authorize(order_paid_with("tok_visa"), db, gateway)
     assert (late.succeeded, late.reason) == (False, "cancelled")
     assert charges(sessions) == 0
