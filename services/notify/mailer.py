@@ -1,5 +1,7 @@
 """Composing and sending the e-mail. SMTP trouble that may pass is retried by the step."""
 import smtplib
+import threading
+import time
 from email.message import EmailMessage
 from email.utils import formatdate
 from pathlib import Path
@@ -59,16 +61,56 @@ def permanent(exc: smtplib.SMTPException) -> bool:
 
 
 class SmtpMailer:
-    def __init__(self, host: str, port: int, timeout_s: float) -> None:
-        self.host, self.port, self.timeout_s = host, port, timeout_s
+    """Sends over one SMTP connection per thread, kept open between mails: a new connection
+    (TCP, greeting, EHLO) for every mail costs the worker and the server more than the mail
+    itself. A kept connection may have been closed by the server in the meantime (idle timeout,
+    restart); then the mail goes once more over a new connection, and only then does a failure
+    count. A connection idle longer than `idle_s` is not trusted at all."""
+
+    def __init__(self, host: str, port: int, timeout_s: float, idle_s: float = 30.0) -> None:
+        self.host, self.port, self.timeout_s, self.idle_s = host, port, timeout_s, idle_s
+        self._local = threading.local()
 
     def send(self, mail: EmailMessage) -> None:
         try:
-            with smtplib.SMTP(self.host, self.port, timeout=self.timeout_s) as smtp:
-                smtp.send_message(mail)
+            kept = self._take()
+            if kept is not None:
+                try:
+                    self._send_on(kept, mail)
+                    return
+                except (smtplib.SMTPServerDisconnected, ConnectionError):
+                    pass  # gone while we were not looking: that says nothing about this mail
+                except smtplib.SMTPResponseException as exc:
+                    if exc.smtp_code != 421:  # 421: the server is closing this connection
+                        raise
+            self._send_on(smtplib.SMTP(self.host, self.port, timeout=self.timeout_s), mail)
         except smtplib.SMTPException as exc:  # before OSError: SMTPException is one
             if permanent(exc):
                 raise MailRejected(f"SMTP {self.host}:{self.port} refused it: {exc}") from exc
             raise SmtpUnavailable(f"SMTP {self.host}:{self.port}: {exc}") from exc
         except OSError as exc:  # refused, reset, timed out: the server may be back later
             raise SmtpUnavailable(f"SMTP {self.host}:{self.port}: {exc}") from exc
+
+    def _take(self) -> smtplib.SMTP | None:
+        """This thread's kept connection, if it was used recently enough to be trusted."""
+        kept, used = getattr(self._local, "smtp", None), getattr(self._local, "used", 0.0)
+        self._local.smtp = None
+        if kept is not None and time.monotonic() - used > self.idle_s:
+            _close(kept)
+            return None
+        return kept
+
+    def _send_on(self, smtp: smtplib.SMTP, mail: EmailMessage) -> None:
+        try:
+            smtp.send_message(mail)
+        except BaseException:
+            _close(smtp)  # after a failure, whatever state it is in is not worth keeping
+            raise
+        self._local.smtp, self._local.used = smtp, time.monotonic()
+
+
+def _close(smtp: smtplib.SMTP) -> None:
+    try:
+        smtp.quit()
+    except (smtplib.SMTPException, OSError):
+        smtp.close()

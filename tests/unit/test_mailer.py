@@ -206,3 +206,75 @@ def test_a_5xx_greeting_is_a_rejection():
     with not_smtp(b"554 5.7.1 no service for you\r\n") as port:
         with pytest.raises(MailRejected, match="554"):
             send(port)
+
+
+class Sessions(Answers):
+    """Answers that also note which connection (the client's address) each mail came on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.peers: list[Any] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.peers.append(session.peer)
+        return await super().handle_DATA(server, session, envelope)
+
+
+@contextmanager
+def session_server(port: int) -> Iterator[Sessions]:
+    answers = Sessions()
+    controller = Controller(answers, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield answers
+    finally:
+        controller.stop()
+
+
+def test_mails_from_one_thread_share_one_connection():
+    port = free_port()
+    mailer = SmtpMailer("127.0.0.1", port, timeout_s=5)
+    with session_server(port) as answers:
+        for _ in range(3):
+            mailer.send(mail())
+    assert len(answers.delivered) == 3
+    assert len(set(answers.peers)) == 1
+
+
+def test_a_connection_the_server_closed_meanwhile_is_replaced_and_the_mail_goes_once():
+    port = free_port()
+    mailer = SmtpMailer("127.0.0.1", port, timeout_s=5)
+    with session_server(port) as before:
+        mailer.send(mail())
+    with session_server(port) as after:  # a restart: the kept connection is dead
+        mailer.send(mail())
+    assert len(before.delivered) == 1 and len(after.delivered) == 1
+
+
+def test_a_connection_idle_too_long_is_not_reused():
+    port = free_port()
+    mailer = SmtpMailer("127.0.0.1", port, timeout_s=5, idle_s=0)
+    with session_server(port) as answers:
+        mailer.send(mail())
+        mailer.send(mail())
+    assert len(answers.delivered) == 2 and len(set(answers.peers)) == 2
+
+
+def test_after_a_refused_mail_the_next_one_is_delivered(server):
+    answers, port = server
+    mailer = SmtpMailer("127.0.0.1", port, timeout_s=5)
+    answers.replies["DATA"] = "450 4.7.1 try later"
+    with pytest.raises(SmtpUnavailable):
+        mailer.send(mail())
+    answers.replies.clear()
+    mailer.send(mail())
+    assert len(answers.delivered) == 1
+
+
+def test_an_outage_on_a_kept_connection_is_still_an_outage():
+    port = free_port()
+    mailer = SmtpMailer("127.0.0.1", port, timeout_s=1)
+    with session_server(port):
+        mailer.send(mail())
+    with pytest.raises(SmtpUnavailable):  # the server is gone, not just the connection
+        mailer.send(mail())
