@@ -1,5 +1,5 @@
 """The saga's load client, run by the bench in its own process (its own GIL, away from the
-threads that relay the workers' output and the embedded SMTP server).
+embedded SMTP server's thread).
 
 Every order goes through HTTP: `POST /orders` with `tok_visa`, `time.time()` taken just before.
 *When* an order became confirmed is not found by polling GET /orders/{id}, which would load the

@@ -84,7 +84,7 @@ def table(result: dict[str, Any]) -> str:
     lines += ["", "CPU per item in the burst (ms): bare chain " + ", ".join(
         f"{k} {_f(v)}" for k, v in bare["cpu_ms_per_chain"].items())
         + "; saga order " + ", ".join(f"{k} {_f(v)}" for k, v in saga["cpu_ms_per_order"].items())
-        + " (client: the load driver; bench: the SMTP server and the log relays)."]
+        + " (client: the load driver; bench: the embedded SMTP server)."]
     def top(calls: dict[str, float], n: int = 6) -> str:
         return ", ".join(f"{k} {_f(v)}" for k, v in list(calls.items())[:n] if k != "total")
 

@@ -62,14 +62,15 @@ class Stack:
                  *, workers: Mapping[str, int] | None = None,
                  process_env: Mapping[str, Mapping[str, str]] | None = None,
                  redis_appendonly: bool = True, repo_root: Path = REPO_ROOT,
-                 out: TextIO | None = None) -> None:
+                 out: TextIO | None = None, relay: bool = True) -> None:
         self.var_dir = Path(var_dir).resolve()
         self.repo_root = Path(repo_root).resolve()
         self.workers = _process_counts(workers or {})
         self.process_env = {k: dict(v) for k, v in (process_env or {}).items()}
         self.redis: EmbeddedRedis | None = None
         self.smtp: MailDropServer | None = None
-        self.supervisor = Supervisor(log_dir=self.var_dir / "log", out=out, cwd=self.repo_root)
+        self.supervisor = Supervisor(log_dir=self.var_dir / "log", out=out, cwd=self.repo_root,
+                                     relay=relay)
         self._started = False
 
         self._env = {**os.environ, **(env or {})}

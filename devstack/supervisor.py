@@ -51,6 +51,7 @@ class _Child:
     cwd: Path | None
     restart: bool
     log: BinaryIO | None
+    log_path: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
     reader: threading.Thread | None = None
     started_at: float = 0.0
@@ -62,8 +63,15 @@ class Supervisor:
     """Runs named children; restarts those that die (at most about once per `restart_interval`)."""
 
     def __init__(self, log_dir: Path | None = None, out: TextIO | None = None,
-                 cwd: Path | None = None, restart_interval: float = 1.0) -> None:
+                 cwd: Path | None = None, restart_interval: float = 1.0,
+                 relay: bool = True) -> None:
+        """relay=False (needs log_dir): each child writes straight into its log file, not
+        through a reader thread of ours and onto `out`; a benchmark wants that, because the
+        relaying would otherwise cost the measured processes CPU they share."""
+        if not relay and log_dir is None:
+            raise ValueError("relay=False needs a log_dir to write the output to")
         self.log_dir = Path(log_dir) if log_dir is not None else None
+        self.relay = relay
         self.out = out if out is not None else sys.stdout
         self.cwd = cwd
         self.restart_interval = restart_interval
@@ -92,7 +100,7 @@ class Supervisor:
             children = [self._children[name]] if name is not None else list(self._children.values())
             parts = []
             for child in children:
-                tail = list(child.recent)[-lines:]
+                tail = list(child.recent)[-lines:] if self.relay else _tail(child.log_path, lines)
                 state = "running" if child.exit_code is None else describe_exit(child.exit_code)
                 parts.append(f"--- {child.name} ({state}) ---\n" + ("\n".join(tail) or "(no output)"))
             return "\n".join(parts)
@@ -107,11 +115,13 @@ class Supervisor:
         with self._lock:
             if name in self._children:
                 raise ValueError(f"a child named {name!r} already exists")
-            log = None
+            log, log_path = None, None
             if self.log_dir is not None:
                 self.log_dir.mkdir(parents=True, exist_ok=True)
-                log = open(self.log_dir / f"{name}.log", "ab")  # closed in stop()
-            child = _Child(name, list(argv), _child_env(env), cwd or self.cwd, restart, log)
+                log_path = self.log_dir / f"{name}.log"
+                log = open(log_path, "ab")  # closed in stop()
+            child = _Child(name, list(argv), _child_env(env), cwd or self.cwd, restart, log,
+                           log_path)
             self._children[name] = child
             self.restarts[name] = 0
             self._spawn(child)
@@ -199,6 +209,13 @@ class Supervisor:
         return not _live_group_members(child.proc.pid)
 
     def _spawn(self, child: _Child) -> None:
+        if not self.relay:
+            assert child.log is not None
+            child.proc = subprocess.Popen(child.argv, env=child.env, cwd=child.cwd,
+                                          stdin=subprocess.DEVNULL, stdout=child.log,
+                                          stderr=subprocess.STDOUT, start_new_session=True)
+            child.started_at, child.exit_code = time.monotonic(), None
+            return
         proc = subprocess.Popen(child.argv, env=child.env, cwd=child.cwd, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -268,6 +285,20 @@ class Supervisor:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+def _tail(path: Path | None, lines: int) -> list[str]:
+    """The last lines of a log file, read from its end (it may be large)."""
+    if path is None:
+        return []
+    try:
+        with open(path, "rb") as log:
+            log.seek(0, os.SEEK_END)
+            log.seek(max(0, log.tell() - 256 * max(1, lines)))
+            text = log.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return text.splitlines()[-lines:]
 
 
 def _child_env(env: Mapping[str, str] | None) -> dict[str, str]:

@@ -157,6 +157,23 @@ def test_a_child_that_exits_is_restarted_and_counted(tmp_path: Path) -> None:
     assert steady_pid is not None and gone(steady_pid)
 
 
+def test_without_relaying_a_child_writes_its_log_itself_and_its_tail_is_still_shown(
+        tmp_path: Path) -> None:
+    out = io.StringIO()
+    supervisor = Supervisor(log_dir=tmp_path / "log", out=out, restart_interval=0.2, relay=False)
+    try:
+        supervisor.add("talker", [PY, "-c", "print('\\n'.join(f'line {i}' for i in range(500)))"
+                                  "; import time; time.sleep(60)"])
+        wait_for(lambda: "line 499" in supervisor.recent_output("talker", lines=3),
+                 what="the last line in the log's tail")
+    finally:
+        supervisor.stop()
+    assert "line 497" in supervisor.recent_output("talker", lines=3)
+    assert "line 496" not in supervisor.recent_output("talker", lines=3)
+    assert (tmp_path / "log" / "talker.log").read_text().count("\n") == 500
+    assert "talker" not in out.getvalue()  # nothing of it on the terminal
+
+
 def test_restarts_of_a_crashing_child_are_spaced_out(tmp_path: Path) -> None:
     supervisor = Supervisor(out=io.StringIO(), restart_interval=0.3)
     try:
