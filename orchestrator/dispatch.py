@@ -15,6 +15,7 @@ from sqlalchemy.orm import sessionmaker
 from contracts.messages import (AuthorizePayment, OrderLine, RefundPayment, ReleaseStock,
                                 SagaOrder, SendFailureNotice, StepFailed)
 from contracts.names import Queue, Task, queue_of
+from contracts.runtime.app import brief
 from contracts.runtime.store import utcnow
 from orchestrator import saga
 from orchestrator.models import Order, Outbox
@@ -38,11 +39,12 @@ def errback(app: Celery, order_id: str, step: str) -> Signature:
     # the worker of the step that failed (see CELERY_NOTES.md, "When a step fails").
     return app.signature(Task.STEP_FAILED, args=(StepFailed(order_id=order_id, step=step)
                                                  .model_dump(mode="json"),),
-                         immutable=True, queue=Queue.SAGA)
+                         immutable=True, queue=Queue.SAGA, **brief(order_id))
 
 
 def _signature(app: Celery, order_id: str, task: str, args: tuple[Any, ...] = ()) -> Signature:
-    sig = app.signature(task, args=args, queue=queue_of(task), task_id=f"{order_id}:{task}")
+    sig = app.signature(task, args=args, queue=queue_of(task), task_id=f"{order_id}:{task}",
+                        **brief(order_id))
     sig.on_error(errback(app, order_id, task))
     return sig
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import sessionmaker
 from contracts.messages import POISON, STUCK, StepReply, StepStatus, crash_reason
 from contracts.names import Queue, Task
 from contracts.runtime import deadletters
-from contracts.runtime.app import MAX_RETRY_COUNTDOWN_S
+from contracts.runtime.app import MAX_RETRY_COUNTDOWN_S, brief
 from contracts.runtime.guard import LOCK_WAIT_S, MAX_DELIVERIES, Busy, guarded
 
 log = logging.getLogger("saga.step")
@@ -167,7 +167,7 @@ class StepRunner:
             return  # nothing the saga could attach it to; the dead letter keeps it
         reply = step.reply(status, reason, detail, raised=raised, earlier=step.earlier)
         step.task.app.send_task(Task.STEP_RESULT, args=(reply.model_dump(mode="json"),),
-                                queue=Queue.SAGA)
+                                queue=Queue.SAGA, **brief(step.order_id))
 
     def dead_letter(self, task_name: str, order_id: str | None, payload: Any, error: str) -> None:
         with self.session_factory.begin() as session:

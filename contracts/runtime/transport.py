@@ -1,6 +1,8 @@
 """kombu's Redis transport, except that junk on a queue is dead-lettered instead of stopping the
 worker: stock kombu decodes what BRPOP returns inside the event loop, and one non-JSON item
 there ends the worker's main process ("Unrecoverable error"). Pinned to kombu 5.7."""
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from kombu.exceptions import DecodeError
@@ -27,6 +29,21 @@ def decode_envelope(item: bytes | str) -> dict[str, Any]:
 
 
 class Channel(redis.Channel):  # type: ignore[misc]
+    _shared_client: Any = None
+
+    @contextmanager
+    def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
+        # Stock kombu builds a new redis.Redis for every publish and every ack, and building one
+        # costs more than the command it sends. A client holds no connection of its own (each
+        # command borrows one from the pool), so one per pool serves every thread.
+        if client:
+            yield client
+            return
+        shared = self._shared_client
+        if shared is None or shared.connection_pool is not self.pool:
+            shared = self._shared_client = self._create_client()
+        yield shared
+
     def _connparams(self, asynchronous: bool = False) -> Any:
         # With a threads pool, Redis going away closes a channel that another thread is about to
         # publish on; stock kombu then raises AttributeError, which no retry policy catches, and
