@@ -1,10 +1,13 @@
 """Composing and sending the e-mail. SMTP trouble that may pass is retried by the step."""
+import email.policy
 import smtplib
 import threading
 import time
 from email.message import EmailMessage
 from email.utils import formatdate
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
@@ -33,17 +36,36 @@ class MailRejected(Exception):
     """The server refused the message for good (a 5xx reply): retrying cannot help."""
 
 
+@cache
+def _header(name: str, value: str) -> Any:
+    """A header parsed once: email's header parsing costs more than the rest of a mail."""
+    return email.policy.default.header_factory(name, value)
+
+
+def _set_body(mail: EmailMessage, text: str) -> None:
+    # What set_content() decides for ASCII text with lines of at most 78 characters (7bit),
+    # without deciding it again for every mail; any other text goes through set_content().
+    lines = text.splitlines()
+    if text.isascii() and all(len(line) <= mail.policy.max_line_length for line in lines):
+        for name, value in (("Content-Type", 'text/plain; charset="utf-8"'),
+                            ("Content-Transfer-Encoding", "7bit"), ("MIME-Version", "1.0")):
+            mail[name] = _header(name, value)
+        mail.set_payload("\n".join(lines) + "\n")
+    else:
+        mail.set_content(text)
+
+
 def compose(order: SagaOrder, kind: str, sender: str, reason: str | None = None,
             refunded: bool = False) -> EmailMessage:
     mail = EmailMessage()
-    mail["From"] = sender
+    mail["From"] = _header("From", sender)
     mail["To"] = order.customer_email
     mail["Subject"] = SUBJECTS[kind].format(order_id=order.order_id)
     mail["Date"] = formatdate(localtime=False)
     # the same Message-ID on a resend lets a receiving server drop the duplicate
     mail["Message-ID"] = f"<{order.order_id}.{kind}@saga.localhost>"
     why = WHY.get(reason or "", (reason or "").replace("_", " "))
-    mail.set_content(templates.get_template(f"{kind}.txt").render(
+    _set_body(mail, templates.get_template(f"{kind}.txt").render(
         order=order, why=why, refunded=refunded))
     return mail
 

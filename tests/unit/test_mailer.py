@@ -278,3 +278,27 @@ def test_an_outage_on_a_kept_connection_is_still_an_outage():
         mailer.send(mail())
     with pytest.raises(SmtpUnavailable):  # the server is gone, not just the connection
         mailer.send(mail())
+
+
+
+@pytest.mark.parametrize("kind,reason", [("confirmation", None),
+                                         ("failure_notice", "out_of_stock"),
+                                         ("failure_notice", "délai_dépassé"),  # not ASCII
+                                         ("failure_notice", "x" * 100)])  # a long line
+def test_a_composed_mail_reads_back_as_the_template_wrote_it(kind, reason):
+    # plain short-lined ASCII takes a shortcut past set_content(); a reader sees no difference
+    import email
+    import email.policy
+    import uuid
+    order = SagaOrder(order_id=str(uuid.uuid4()), customer_email=CUSTOMER, total_cents=1299,
+                      currency="EUR", items=[OrderLine(sku="BOOK-1", quantity=2)])
+    composed = compose(order, kind, "Orders <orders@saga.localhost>", reason)
+    parsed = email.message_from_bytes(composed.as_bytes(), policy=email.policy.default)
+    assert parsed["From"].addresses[0].addr_spec == "orders@saga.localhost"
+    assert parsed["To"].addresses[0].addr_spec == CUSTOMER
+    assert parsed["MIME-Version"] == "1.0"
+    assert parsed.get_content_type() == "text/plain"
+    text = parsed.get_content()
+    assert order.order_id in text and "2 x BOOK-1" in text and text.endswith("\n")
+    if reason:
+        assert reason.replace("_", " ") in text or "out of stock" in text
