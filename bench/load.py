@@ -26,7 +26,8 @@ from typing import Any
 
 import httpx
 import redis
-from sqlalchemy import bindparam, create_engine, text
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
 
 from bench import cpu
 
@@ -43,11 +44,17 @@ def order_body(sku: str) -> dict[str, Any]:
 class Watcher:
     """When each order was first seen no longer pending in the orchestrator's database."""
 
-    QUERY = text("SELECT id, status FROM orders WHERE id IN :ids AND status != 'pending'"
-                 ).bindparams(bindparam("ids", expanding=True))
+    QUERY = "SELECT id, status FROM orders WHERE status != 'pending' AND id IN ({marks})"
 
     def __init__(self, database_url: str) -> None:
-        self.engine = create_engine(database_url)
+        # the driver's own connection, outside SQLAlchemy: the looks are the client's busiest
+        # work after the POSTs, and all they need is one plain query
+        self.engine = create_engine(database_url, poolclass=NullPool)
+        self.raw = self.engine.raw_connection()
+        if self.engine.dialect.name == "postgresql":
+            self.raw.driver_connection.autocommit = True  # each look sees the latest commits
+        # (sqlite3 opens no transaction for a SELECT: each look reads the latest commits)
+        self.mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
         self.pending: dict[str, float] = {}  # order id -> when its POST was answered
         self.seen: dict[str, float] = {}
         self.last_look = time.time()
@@ -59,10 +66,14 @@ class Watcher:
         previous, ids = self.last_look, list(self.pending)
         self.last_look = time.time()
         found = []
-        # a fresh transaction per look: an open one would keep reading an old snapshot
-        with self.engine.connect() as connection:
+        cursor = self.raw.cursor()
+        try:
             for index in range(0, len(ids), CHUNK):
-                found += connection.execute(self.QUERY, {"ids": ids[index:index + CHUNK]}).all()
+                chunk = ids[index:index + CHUNK]
+                cursor.execute(self.QUERY.format(marks=",".join([self.mark] * len(chunk))), chunk)
+                found += cursor.fetchall()
+        finally:
+            cursor.close()
         ended = time.time()
         for order_id, _status in found:
             # pending at the previous look (or when it was posted), done by the end of this one
@@ -81,6 +92,7 @@ class Watcher:
             await asyncio.sleep(self.interval())
 
     def close(self) -> None:
+        self.raw.close()
         self.engine.dispose()
 
 
@@ -152,16 +164,19 @@ async def post(client: httpx.AsyncClient, body: dict[str, Any], watcher: Watcher
     return {"id": order_id, "start": started, "post_s": took}
 
 
-async def post_many(client: httpx.AsyncClient, n: int, concurrency: int, body: dict[str, Any],
+async def post_many(api: str, n: int, concurrency: int, body: dict[str, Any],
                     watcher: Watcher) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     progress = Progress(n, "orders posted")
     remaining = iter(range(n))
 
     async def one_client() -> None:
-        for _ in remaining:  # shared iterator: each index is taken by exactly one client
-            results.append(await post(client, body, watcher))
-            progress.step()
+        # a connection pool of one each: httpcore looks at every connection of its pool for
+        # every request, and with one shared pool of C that cost the client more than the POST
+        async with http_client(api, 1) as client:
+            for _ in remaining:  # shared iterator: each index is taken by exactly one client
+                results.append(await post(client, body, watcher))
+                progress.step()
 
     await asyncio.gather(*(one_client() for _ in range(concurrency)))
     return results
@@ -213,7 +228,7 @@ async def run_burst(args: argparse.Namespace, watcher: Watcher) -> dict[str, Any
     looking = asyncio.create_task(watcher.run())
     async with http_client(args.api, args.concurrency) as client:
         before, calls = cpu.snapshot(watched), cpu.redis_calls(broker)
-        posted = await post_many(client, args.orders, args.concurrency, order_body(args.sku),
+        posted = await post_many(args.api, args.orders, args.concurrency, order_body(args.sku),
                                  watcher)
         await until_seen(watcher, args.timeout)
         looking.cancel()
