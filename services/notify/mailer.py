@@ -45,12 +45,13 @@ def _header(name: str, value: str) -> Any:
 def _set_body(mail: EmailMessage, text: str) -> None:
     # What set_content() decides for ASCII text with lines of at most 78 characters (7bit),
     # without deciding it again for every mail; any other text goes through set_content().
-    lines = text.splitlines()
+    # (bytes.splitlines, like set_content: str.splitlines also breaks at \x0b, \x1c and more)
+    lines = text.encode("utf-8").splitlines()
     if text.isascii() and all(len(line) <= mail.policy.max_line_length for line in lines):
         for name, value in (("Content-Type", 'text/plain; charset="utf-8"'),
                             ("Content-Transfer-Encoding", "7bit"), ("MIME-Version", "1.0")):
             mail[name] = _header(name, value)
-        mail.set_payload("\n".join(lines) + "\n")
+        mail.set_payload(b"\n".join(lines).decode("ascii") + "\n")
     else:
         mail.set_content(text)
 
@@ -86,8 +87,9 @@ class SmtpMailer:
     """Sends over one SMTP connection per thread, kept open between mails: a new connection
     (TCP, greeting, EHLO) for every mail costs the worker and the server more than the mail
     itself. A kept connection may have been closed by the server in the meantime (idle timeout,
-    restart); then the mail goes once more over a new connection, and only then does a failure
-    count. A connection idle longer than `idle_s` is not trusted at all."""
+    restart), so it is checked with a NOOP first and replaced if that fails; the mail itself is
+    sent once, and a failure while sending it counts. One idle longer than `idle_s` is dropped
+    unchecked."""
 
     def __init__(self, host: str, port: int, timeout_s: float, idle_s: float = 30.0) -> None:
         self.host, self.port, self.timeout_s, self.idle_s = host, port, timeout_s, idle_s
@@ -95,17 +97,13 @@ class SmtpMailer:
 
     def send(self, mail: EmailMessage) -> None:
         try:
-            kept = self._take()
-            if kept is not None:
-                try:
-                    self._send_on(kept, mail)
-                    return
-                except (smtplib.SMTPServerDisconnected, ConnectionError):
-                    pass  # gone while we were not looking: that says nothing about this mail
-                except smtplib.SMTPResponseException as exc:
-                    if exc.smtp_code != 421:  # 421: the server is closing this connection
-                        raise
-            self._send_on(smtplib.SMTP(self.host, self.port, timeout=self.timeout_s), mail)
+            smtp = self._kept() or smtplib.SMTP(self.host, self.port, timeout=self.timeout_s)
+            try:
+                smtp.send_message(mail)
+            except BaseException:
+                smtp.close()  # whatever state it is in after a failure is not worth keeping
+                raise
+            self._local.smtp, self._local.used = smtp, time.monotonic()
         except smtplib.SMTPException as exc:  # before OSError: SMTPException is one
             if permanent(exc):
                 raise MailRejected(f"SMTP {self.host}:{self.port} refused it: {exc}") from exc
@@ -113,26 +111,17 @@ class SmtpMailer:
         except OSError as exc:  # refused, reset, timed out: the server may be back later
             raise SmtpUnavailable(f"SMTP {self.host}:{self.port}: {exc}") from exc
 
-    def _take(self) -> smtplib.SMTP | None:
-        """This thread's kept connection, if it was used recently enough to be trusted."""
+    def _kept(self) -> smtplib.SMTP | None:
+        """This thread's kept connection, if it is recent and still answers."""
         kept, used = getattr(self._local, "smtp", None), getattr(self._local, "used", 0.0)
         self._local.smtp = None
-        if kept is not None and time.monotonic() - used > self.idle_s:
-            _close(kept)
+        if kept is None:
             return None
-        return kept
-
-    def _send_on(self, smtp: smtplib.SMTP, mail: EmailMessage) -> None:
-        try:
-            smtp.send_message(mail)
-        except BaseException:
-            _close(smtp)  # after a failure, whatever state it is in is not worth keeping
-            raise
-        self._local.smtp, self._local.used = smtp, time.monotonic()
-
-
-def _close(smtp: smtplib.SMTP) -> None:
-    try:
-        smtp.quit()
-    except (smtplib.SMTPException, OSError):
-        smtp.close()
+        if time.monotonic() - used <= self.idle_s:
+            try:
+                if kept.noop()[0] == 250:
+                    return kept
+            except (smtplib.SMTPException, OSError):
+                pass  # closed by the server meanwhile: says nothing about the next mail
+        kept.close()
+        return None

@@ -302,3 +302,13 @@ def test_a_composed_mail_reads_back_as_the_template_wrote_it(kind, reason):
     assert order.order_id in text and "2 x BOOK-1" in text and text.endswith("\n")
     if reason:
         assert reason.replace("_", " ") in text or "out of stock" in text
+
+
+def test_a_mail_refused_on_a_kept_connection_is_not_sent_again_at_once(server):
+    answers, port = server
+    mailer = SmtpMailer("127.0.0.1", port, timeout_s=5)
+    mailer.send(mail())
+    answers.replies["DATA"] = "451 4.3.0 try later"
+    with pytest.raises(SmtpUnavailable):
+        mailer.send(mail())
+    assert len(answers.delivered) == 1  # the step's retry sends it later, not the mailer now
