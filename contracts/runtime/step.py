@@ -94,7 +94,7 @@ class StepRunner:
         except Busy as exc:
             # a duplicate: come back once the other delivery is done, whatever the budget
             log_step(order_id=step.order_id, step=task.name, outcome="busy", attempt=step.attempt)
-            raise task.retry(exc=exc, countdown=LOCK_WAIT_S)
+            raise task.retry(exc=exc, countdown=LOCK_WAIT_S, **brief(step.order_id))
 
     def _run(self, step: "Run", payload: Any, schema: type[M],
              handler: Callable[[M], StepOutcome]) -> dict[str, Any] | None:
@@ -140,7 +140,8 @@ class StepRunner:
                  retry_in_s=countdown, reason=reason)
         # max_retries is None on every step: the budgets are ours (Celery keeps an override of
         # max_retries on the task object, shared by every thread of a worker)
-        return task.retry(exc=exc, countdown=countdown, throw=False) or exc
+        return task.retry(exc=exc, countdown=countdown, throw=False,
+                          **brief(step.order_id)) or exc
 
     def finish(self, step: "Run", outcome: StepOutcome) -> dict[str, Any] | None:
         task = step.task
