@@ -1,5 +1,6 @@
 """The benchmark's phases: the bare baseline, the saga (unloaded, under load, memory), and one
 service scaled out. Everything it starts is a child it stops, in every way out (Ctrl-C too)."""
+import io
 import json
 import os
 import platform
@@ -33,6 +34,13 @@ MIB = 1024 * 1024
 
 def say(message: str) -> None:
     print(message, flush=True)
+
+
+class NullOut(io.TextIOBase):
+    """The supervisor's own lines (migrations, restarts) go to the log files, not the terminal."""
+
+    def write(self, text: str) -> int:
+        return len(text)
 
 
 # -- children of our own: the drivers ------------------------------------------------------------
@@ -214,7 +222,8 @@ class Bench:
                    f"(--pool {self.o.pool} -c {self.o.worker_concurrency})")
         env = self.base_env(redis_db=0)
         # children write straight into their log files: relaying their lines would cost CPU
-        supervisor = Supervisor(log_dir=self.work / "bare" / "log", cwd=REPO_ROOT, relay=False)
+        supervisor = Supervisor(log_dir=self.work / "bare" / "log", out=NullOut(),
+                                cwd=REPO_ROOT, relay=False)
         try:
             for queue in bare.QUEUES:
                 supervisor.add(f"bare-{queue}",
@@ -263,7 +272,7 @@ class Bench:
               process_env: Mapping[str, Mapping[str, str]] | None = None) -> Iterator[Stack]:
         env = self.stack_env(redis_db, label)
         stack = Stack(self.work / label, env=env, api_port=free_port(), workers=workers,
-                      process_env=process_env, relay=False)
+                      process_env=process_env, out=NullOut(), relay=False)
         say(f"  starting the {label} stack (migrations, API, saga worker, services; logs in "
             f"{self.work / label / 'log'})")
         try:
