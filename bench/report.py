@@ -36,7 +36,8 @@ def table(result: dict[str, Any]) -> str:
         ("", "bare Celery chain", "order saga", "saga ÷ bare"),
         ("---", "---:", "---:", "---:"),
         (f"throughput: burst of {bare['burst']} chains / {saga['burst']} orders",
-         f"{_f(bare['chains_per_s'])} chains/s", f"{_f(saga['orders_per_s'])} orders/s",
+         f"{_f(bare['chains_per_s'])} chains/s{_runs(bare)}",
+         f"{_f(saga['orders_per_s'])} orders/s",
          f"**{_f(result['throughput_ratio'], 2)}**"),
         ("latency p50, one at a time (ms)", _f(bare["latency_ms"]["p50"]),
          _f(saga["latency_ms"]["p50"]), f"{_f(lat['p50'])}×"),
@@ -195,3 +196,9 @@ def markdown(result: dict[str, Any]) -> str:
 if __name__ == "__main__":
     saved = Path(sys.argv[1] if len(sys.argv) > 1 else "var/bench/latest.json")
     print(markdown(json.loads(saved.read_text())))
+
+
+def _runs(bare: dict[str, Any]) -> str:
+    """The two bare bursts the baseline is the mean of, when there were two."""
+    runs = bare.get("chains_per_s_runs")
+    return f" (mean of {_f(runs[0])} before and {_f(runs[1])} after the saga)" if runs else ""

@@ -65,6 +65,9 @@ def test_a_quick_bench_writes_every_figure_and_the_plot(tmp_path: Path) -> None:
     for key in ("throughput_ratio", "bare.chains_per_s", "saga.orders_per_s",
                 "saga.latency_ms.p50", "bare.latency_ms.p99"):
         assert dig(result, key) > 0, key
+    before, after = result["bare"]["chains_per_s_runs"]  # the baseline brackets the saga
+    assert before > 0 and after > 0
+    assert result["bare"]["chains_per_s"] == round((before + after) / 2, 1)
     assert set(result["scaling"]["payment"]) == {"1", "2"}  # workers -> orders/s
     assert all(rate > 0 for rate in result["scaling"]["payment"].values())
     assert (tmp_path / "bench" / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
