@@ -192,7 +192,15 @@ async def read_all(client: httpx.AsyncClient, posted: list[dict[str, Any]], watc
 
     async def read(order_id: str) -> dict[str, Any]:
         async with gate:
-            response = await client.get(f"/orders/{order_id}")
+            for attempt in range(3):
+                try:
+                    response = await client.get(f"/orders/{order_id}")
+                    break
+                except httpx.RemoteProtocolError:
+                    # a kept-alive connection the server closed as we reused it (seen once in
+                    # a 10,000-order run); a GET is safe to send again
+                    if attempt == 2:
+                        raise
             response.raise_for_status()
             return dict(response.json())
 
