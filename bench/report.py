@@ -193,12 +193,13 @@ def markdown(result: dict[str, Any]) -> str:
     return f"Machine: {machine_line(result)}.\n\n{table(result)}"
 
 
-if __name__ == "__main__":
-    saved = Path(sys.argv[1] if len(sys.argv) > 1 else "var/bench/latest.json")
-    print(markdown(json.loads(saved.read_text())))
-
-
 def _runs(bare: dict[str, Any]) -> str:
     """The two bare bursts the baseline is the mean of, when there were two."""
     runs = bare.get("chains_per_s_runs")
     return f" (mean of {_f(runs[0])} before and {_f(runs[1])} after the saga)" if runs else ""
+
+
+if __name__ == "__main__":
+    saved = Path(sys.argv[1] if len(sys.argv) > 1 else "var/bench/latest.json")
+    print(markdown(json.loads(saved.read_text())))
+

@@ -209,18 +209,13 @@ class Supervisor:
         return not _live_group_members(child.proc.pid)
 
     def _spawn(self, child: _Child) -> None:
-        if not self.relay:
-            assert child.log is not None
-            child.proc = subprocess.Popen(child.argv, env=child.env, cwd=child.cwd,
-                                          stdin=subprocess.DEVNULL, stdout=child.log,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
-            child.started_at, child.exit_code = time.monotonic(), None
-            return
         proc = subprocess.Popen(child.argv, env=child.env, cwd=child.cwd, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        assert proc.stdout is not None
+                                stdout=subprocess.PIPE if self.relay else child.log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
         child.proc, child.started_at, child.exit_code = proc, time.monotonic(), None
+        if not self.relay:
+            return  # the child writes its log file itself
+        assert proc.stdout is not None
         child.reader = threading.Thread(target=self._pump, daemon=True, name=f"devstack-{child.name}",
                                         args=(child.name, proc.stdout, child.recent.append, child.log))
         child.reader.start()
