@@ -48,7 +48,11 @@ class Channel(redis.Channel):  # type: ignore[misc]
         # With a threads pool, Redis going away closes a channel that another thread is about to
         # publish on; stock kombu then raises AttributeError, which no retry policy catches, and
         # Celery drops the message (Reject). A connection error is retried on a revived channel.
-        if self.connection is None:
+        # The same when the lost connection is being closed with messages still unacked: kombu
+        # restores them through a new pool, its transport has already dropped its client, and the
+        # AttributeError ended the worker ("Unrecoverable error"). As a connection error it is
+        # ignored there; the messages stay in the unacked hash and come back on their own.
+        if self.connection is None or self.connection.client is None:
             raise RedisConnectionError("channel closed under us by a lost connection")
         return super()._connparams(asynchronous=asynchronous)
 
