@@ -1,6 +1,6 @@
 """`--py-spy`: sample every saga process while the burst runs, and say where their time goes.
 
-py-spy is not a dependency of the project (`pip install py-spy`, or any py-spy binary); it samples
+py-spy is a dev dependency (requirements-dev.txt), found next to this Python or on PATH; it samples
 only the thread holding the GIL (`--gil`), i.e. where each process spends its Python time, and
 writes collapsed stacks (`<kind>.txt`, flamegraph.pl / speedscope read them)."""
 import collections
@@ -8,6 +8,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +19,8 @@ NOT_INTERESTING = ("__main__", "/cli.py")
 
 
 def find(py_spy: str) -> str:
-    found = shutil.which(py_spy)
+    # `make bench` runs the venv's python without the venv on PATH: look beside it first
+    found = shutil.which(py_spy, path=str(Path(sys.executable).parent)) or shutil.which(py_spy)
     if found is None:
         raise SystemExit(f"bench: --py-spy {py_spy}: no such program (pip install py-spy)")
     return found
