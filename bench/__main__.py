@@ -12,7 +12,7 @@ from bench.run import Bench
 # None: sized from the warm-up's rate to last about --duration seconds
 DEFAULTS = {"chains": None, "orders": None, "latency_samples": 200, "warmup": 50,
             "paced_seconds": 10.0, "scaling_workers": [1, 2, 4], "scaling_seconds": 5.0,
-            "memory_orders": 1000, "memory_rounds": 5}
+            "memory_orders": 10000, "memory_rounds": 5}
 QUICK = {"chains": 200, "orders": 50, "latency_samples": 10, "warmup": 10, "paced_seconds": 1.5,
          "scaling_workers": [1, 2], "scaling_seconds": 1.0, "memory_orders": 20,
          "memory_rounds": 1}

@@ -21,9 +21,11 @@ from typing import Any
 
 import redis
 from celery import Celery, chain
+from celery.signals import after_setup_logger
 
 from bench import cpu
-from contracts.runtime.app import make_app
+from contracts.runtime.app import brief, make_app
+from contracts.runtime.cli import quiet_celery_task_lines
 
 QUEUES = ("payment", "inventory", "notify")
 TASKS = tuple(f"{queue}.bench_step" for queue in QUEUES)  # routed by namespace, like the saga's
@@ -63,7 +65,9 @@ def build_app() -> Celery:
 
 def bare_chain(app: Celery, chain_id: str) -> Any:
     payload = {**PAYLOAD, "id": chain_id}
-    first, *rest = (app.signature(name, queue=queue) for name, queue in zip(TASKS, QUEUES))
+    # named in argsrepr like the saga's messages: the baseline pays none of the saga's savings
+    first, *rest = (app.signature(name, queue=queue, **brief(chain_id))
+                    for name, queue in zip(TASKS, QUEUES))
     first.args = (payload,)
     return chain(first, *rest)
 
@@ -142,7 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     app = build_app()
     if args.command == "worker":
-        # the services' worker command line (contracts/runtime/cli.py), queue for queue
+        # the services' worker command line and logging (contracts/runtime/cli.py), queue for
+        # queue: Celery's own two INFO lines per task quieted as in the saga's workers
+        after_setup_logger.connect(quiet_celery_task_lines, weak=False)
         app.worker_main(["worker", "-Q", args.queue, "-n", f"bare-{args.queue}@%h",
                          "--pool", args.pool, "-c", str(args.concurrency), "-l", "INFO",
                          "--without-gossip", "--without-mingle"])

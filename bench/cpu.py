@@ -21,13 +21,23 @@ def snapshot(pids: Mapping[str, int]) -> dict[str, float]:
     seconds = {}
     for name, pid in pids.items():
         try:
-            times = psutil.Process(pid).cpu_times()
+            process = psutil.Process(pid)
+            # a prefork worker's tasks run in its pool children
+            family = [process, *process.children(recursive=True)]
+            seconds[name] = sum(_cpu(p) for p in family)
         except psutil.Error:
             continue
-        seconds[name] = times.user + times.system
     own = resource.getrusage(resource.RUSAGE_SELF)
     seconds["client"] = own.ru_utime + own.ru_stime
     return seconds
+
+
+def _cpu(process: psutil.Process) -> float:
+    try:
+        times = process.cpu_times()
+    except psutil.Error:  # a child gone meanwhile
+        return 0.0
+    return times.user + times.system
 
 
 def used(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:

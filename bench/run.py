@@ -447,6 +447,9 @@ class Bench:
                 burst = self.load(stack, "burst", orders=n,
                                   concurrency=max(o.concurrency, count * o.scaling_concurrency * 2))
                 orders = burst["orders"]
+                failed = sum(x["status"] != "confirmed" for x in orders)
+                if failed:
+                    raise RuntimeError(f"{failed} order(s) of the scaling phase did not confirm")
                 results[str(count)] = orders_per_s(orders)
                 step_rates[str(count)] = step_rate(orders, "payment.authorize")
                 say(f"  {count} payment worker(s): {results[str(count)]} orders/s "

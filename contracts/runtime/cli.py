@@ -81,7 +81,7 @@ class ServiceCli:
         print(f"{self.name}: database at head")
 
     def worker(self, args: argparse.Namespace) -> None:
-        after_setup_logger.connect(_one_line_per_step, weak=False)
+        after_setup_logger.connect(quiet_celery_task_lines, weak=False)
         self.app().worker_main([
             "worker", "-Q", self.name, "-n", args.hostname, "--pool", args.pool,
             "-c", str(args.concurrency), "-l", args.loglevel,
@@ -120,7 +120,7 @@ class ServiceCli:
         return 0
 
 
-def _one_line_per_step(**_: Any) -> None:
+def quiet_celery_task_lines(**_: Any) -> None:
     # Every step logs one structured line of its own (order id, outcome, attempt, duration);
     # Celery's two INFO lines per task ("received", "succeeded in") only repeat it, at a cost
     # on every message. Its warnings and errors (retries given up, crashes) still show.
