@@ -24,8 +24,7 @@ from celery import Celery, chain
 from celery.signals import after_setup_logger
 
 from bench import cpu
-from contracts.runtime.app import brief, make_app
-from contracts.runtime.cli import quiet_celery_task_lines
+from contracts.runtime.app import brief, make_app, quiet_celery_task_lines
 
 QUEUES = ("payment", "inventory", "notify")
 TASKS = tuple(f"{queue}.bench_step" for queue in QUEUES)  # routed by namespace, like the saga's

@@ -1,6 +1,7 @@
 """CPU time (user + system) that each process of the system used over a stretch of work. The
 drivers take it themselves, over exactly the window the throughput is measured on (the saga's
 GETs that follow are left out), and count their own as "client"."""
+import os
 import resource
 from collections.abc import Mapping
 
@@ -19,17 +20,32 @@ def parse_watch(text: str) -> dict[str, int]:
 
 def snapshot(pids: Mapping[str, int]) -> dict[str, float]:
     seconds = {}
+    others = {*pids.values(), os.getpid()}
     for name, pid in pids.items():
         try:
-            process = psutil.Process(pid)
-            # a prefork worker's tasks run in its pool children
-            family = [process, *process.children(recursive=True)]
-            seconds[name] = sum(_cpu(p) for p in family)
+            seconds[name] = sum(_cpu(p) for p in _family(psutil.Process(pid), others))
         except psutil.Error:
             continue
     own = resource.getrusage(resource.RUSAGE_SELF)
     seconds["client"] = own.ru_utime + own.ru_stime
     return seconds
+
+
+def _family(process: psutil.Process, others: set[int]) -> list[psutil.Process]:
+    """The process and the children that work for it (a prefork worker's pool), not those
+    counted on their own: the bench's own process is the parent of everything it started."""
+    family = [process]
+    for child in process.children():
+        if child.pid not in others and _name(child) != "py-spy":  # py-spy: the profiler's
+            family += _family(child, others)
+    return family
+
+
+def _name(process: psutil.Process) -> str:
+    try:
+        return process.name()
+    except psutil.Error:
+        return ""
 
 
 def _cpu(process: psutil.Process) -> float:

@@ -1,5 +1,6 @@
 """The Celery settings every app must share. Redis keeps no delivery count and no dead-letter
 exchange, so these are the settings that make delivery at-least-once (see CELERY_NOTES.md)."""
+import logging
 from typing import Any
 
 from celery import Celery
@@ -59,3 +60,11 @@ def make_app(main: str, broker_url: str) -> Celery:
         enable_utc=True,
     )
     return app
+
+
+def quiet_celery_task_lines(**_: Any) -> None:
+    # Every step logs one structured line of its own (order id, outcome, attempt, duration);
+    # Celery's two INFO lines per task ("received", "succeeded in") only repeat it, at a cost
+    # on every message. Its warnings and errors (retries given up, crashes) still show.
+    for name in ("celery.app.trace", "celery.worker.strategy"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
 from contracts.names import queue_of
+from contracts.runtime.app import quiet_celery_task_lines
 from contracts.runtime.store import migrate, revision
 from contracts.runtime.store import utcnow
 
@@ -118,11 +119,3 @@ class ServiceCli:
             row.retried_at = utcnow()
         print(f"re-sent dead letter {args.id} to {row.task}")
         return 0
-
-
-def quiet_celery_task_lines(**_: Any) -> None:
-    # Every step logs one structured line of its own (order id, outcome, attempt, duration);
-    # Celery's two INFO lines per task ("received", "succeeded in") only repeat it, at a cost
-    # on every message. Its warnings and errors (retries given up, crashes) still show.
-    for name in ("celery.app.trace", "celery.worker.strategy"):
-        logging.getLogger(name).setLevel(logging.WARNING)
