@@ -3,7 +3,7 @@ that move an order's saga forward. Pure: no Celery, no database."""
 from dataclasses import dataclass, replace
 
 from contracts.messages import STUCK
-from contracts.names import Task
+from contracts.names import PIVOT, Task
 
 
 @dataclass(frozen=True)
@@ -16,10 +16,10 @@ class Step:
 # the chain, and the compensations of the steps before it run in reverse.
 STEPS = (
     Step(Task.AUTHORIZE_PAYMENT, compensation=Task.REFUND_PAYMENT),
-    Step(Task.RESERVE_STOCK, compensation=Task.RELEASE_STOCK),
+    Step(Task.RESERVE_STOCK, compensation=Task.RELEASE_STOCK),  # = PIVOT: then it's confirmed
     Step(Task.SEND_CONFIRMATION),  # after the pivot: retried until delivered, never undone
 )
-PIVOT = Task.RESERVE_STOCK  # once it succeeds the order is confirmed
+assert PIVOT == Task.RESERVE_STOCK  # contracts.names: the pivot reports to us at once
 ON_FAILURE = Task.SEND_FAILURE_NOTICE  # after the compensations: tell the customer
 COMPENSATIONS = frozenset(s.compensation for s in STEPS if s.compensation)
 ACTIONS = tuple(s.action for s in STEPS)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.orm import sessionmaker
 
 from contracts.messages import POISON, STUCK, StepReply, StepStatus, crash_reason
-from contracts.names import Queue, Task
+from contracts.names import PIVOT, Queue, Task
 from contracts.runtime import deadletters
 from contracts.runtime.app import MAX_RETRY_COUNTDOWN_S, brief
 from contracts.runtime.guard import LOCK_WAIT_S, MAX_DELIVERIES, Busy, guarded
@@ -152,6 +152,8 @@ class StepRunner:
             reply = step.reply(status, outcome.reason, outcome.detail)
             output = {**output, "replies": [r.model_dump(mode="json")
                                             for r in (*step.earlier, reply)]}
+            if task.name == PIVOT:  # ... and the pivot's at once (contracts/names.py)
+                self.tell(step, status, outcome.reason, outcome.detail)
         else:
             self.tell(step, status, outcome.reason, outcome.detail)
         log_step(order_id=step.order_id, step=task.name, outcome=status, attempt=step.attempt,

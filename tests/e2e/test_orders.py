@@ -1,5 +1,7 @@
 """What a customer and an operator see, through HTTP, with every part running for real."""
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -88,6 +90,30 @@ def test_an_smtp_outage_never_unconfirms_an_order_and_the_mail_follows(api, mail
     order = api.get(f"/orders/{order_id}").json()
     assert order["status"] == "confirmed"
     assert len(mails_for(mail.maildir, order_id)) == 1
+
+
+def test_an_order_reads_confirmed_once_reserved_while_the_mail_worker_is_stopped(api, mail,
+                                                                                  system):
+    # The saga hears of the pivot at once: an order waiting on a stopped (or backlogged) e-mail
+    # worker is confirmed, not a stalled saga that its deadline would undo.
+    notify = system.supervisor.pid("notify")
+    os.kill(notify, signal.SIGSTOP)
+    try:
+        order_id = place(api)
+        order = wait_terminal(api, order_id)
+        assert order["status"] == "confirmed"
+        assert step_names(order, "succeeded") == ["payment.authorize", "inventory.reserve"]
+        assert mails_for(mail.maildir, order_id) == []
+    finally:
+        os.kill(notify, signal.SIGCONT)
+    wait_mail(mail.maildir, order_id)
+    def mail_told() -> dict | None:
+        order = api.get(f"/orders/{order_id}").json()
+        return order if "notify.order_confirmed" in step_names(order, "succeeded") else None
+    order = wait_for(mail_told, what="the mail's reply")
+    assert order["status"] == "confirmed" and not order["needs_attention"]
+    assert step_names(order, "succeeded") == ["payment.authorize", "inventory.reserve",
+                                              "notify.order_confirmed"]
 
 
 def test_fifty_buyers_for_ten_limited_items(api, mail, system):
