@@ -68,8 +68,11 @@ def _send_once(order: SagaOrder, kind: str, step: str, mail: EmailMessage, db: E
     def record(conn: Connection, result: str) -> StepOutcome:
         row = conn.execute(_LOCK, {"id": order.order_id}).one()
         if result.startswith("already:"):
-            # this order already has its one e-mail; a second kind is never sent
-            return StepOutcome.ok(already_sent=row.kind, message_id=row.message_id)
+            # This order already has its one e-mail, of the other kind: a second is never sent,
+            # and the customer was told the opposite of what the saga now says. A failure, so
+            # that the saga asks a person instead of closing the order.
+            return StepOutcome.failed("other_mail_sent", already_sent=row.kind,
+                                      message_id=row.message_id)
         if result.startswith("rejected:"):
             conn.execute(_SET, {"id": order.order_id, "status": "rejected"})
             return StepOutcome.failed("mail_rejected", error=result.removeprefix("rejected:"))

@@ -47,6 +47,8 @@ def test_an_order_never_gets_a_second_kind_of_mail(db, mailer, maildrop, db_url)
                                              reservation_id="r"), db, mailer, SENDER)
     late = handlers.send_failure_notice(SendFailureNotice(order=order(order_id), reason="x"),
                                         db, mailer, SENDER)
+    # told "confirmed" already: a failure, so that the saga flags the order for a person
+    assert (late.succeeded, late.reason) == (False, "other_mail_sent")
     assert late.detail["already_sent"] == "confirmation"
     assert len(mails_for(maildrop, order_id)) == 1
 
@@ -79,3 +81,4 @@ def test_a_confirmation_and_a_failure_notice_racing_send_one_mail(db, mailer, ma
             lambda: handlers.send_failure_notice(notice, db, mailer, SENDER)]))
     assert len(mails_for(maildrop, order_id)) == 1
     assert sum("already_sent" in o.detail for o in outcomes) == 1
+    assert [o.succeeded for o in outcomes].count(False) == 1

@@ -124,3 +124,22 @@ def test_a_confirmation_that_arrives_while_compensating_asks_for_a_person():
     state = on_succeeded(state, Task.RESERVE_STOCK).state
     state = on_succeeded(state, Task.SEND_CONFIRMATION).state
     assert state.needs_attention and not state.closed and state.compensating
+
+
+def test_a_failure_notice_that_finds_the_confirmation_sent_asks_for_a_person():
+    # out of stock, refunded; but the customer already had the confirmation (the chain went on)
+    state, _ = run((Task.AUTHORIZE_PAYMENT, "succeeded", None),
+                   (Task.RESERVE_STOCK, "failed", "out_of_stock"),
+                   (Task.REFUND_PAYMENT, "succeeded", None),
+                   (Task.SEND_FAILURE_NOTICE, "failed", "other_mail_sent"))
+    assert (state.status, state.needs_attention, state.closed) == ("failed", True, False)
+
+
+def test_a_confirmed_saga_never_times_out_into_compensation():
+    # the pivot is told at once: past the deadline, an order waiting for its e-mail is driven
+    # on toward the e-mail, never undone
+    confirmed, _ = run((Task.AUTHORIZE_PAYMENT, "succeeded", None),
+                       (Task.RESERVE_STOCK, "succeeded", None))
+    decision = redrive(confirmed, age_s=10_000, saga_deadline_s=60)
+    assert (decision.state.status, decision.state.reason) == ("confirmed", None)
+    assert decision.send == (Task.AUTHORIZE_PAYMENT,) and not decision.state.compensating
