@@ -6,10 +6,13 @@ import time
 from typing import Any
 
 from celery.signals import worker_ready, worker_shutting_down
+from celery.utils.time import get_exponential_backoff_interval
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import OperationalError
 
 from contracts.messages import StepFailed, StepReply
 from contracts.names import Task
+from contracts.runtime.app import MAX_RETRY_COUNTDOWN_S, brief
 from contracts.runtime.step import StepRunner
 from orchestrator import dispatch, replies, sweeper
 from orchestrator.broker import app
@@ -29,19 +32,42 @@ def _accept(task: Any, payload: Any, schema: type[BaseModel]) -> Any:
         return None
 
 
-@app.task(name=Task.STEP_RESULT, bind=True)
+# Retrying through Celery, not autoretry_for: our own line says which order waits, where Celery's
+# "retry" line is INFO in the logger the workers quiet (contracts.runtime.app).
+def _later(task: Any, order_id: str, exc: OperationalError) -> Exception:
+    """A reply is applied in the saga's database; trouble there that may pass (a locked SQLite
+    file, a PostgreSQL restart) retries it with backoff instead of losing it: applying a reply
+    twice is harmless (replies.py), and one lost after the order closed is never swept up."""
+    countdown = get_exponential_backoff_interval(1, task.request.retries, MAX_RETRY_COUNTDOWN_S,
+                                                 full_jitter=True)
+    log.warning("saga database unavailable order_id=%s task=%s retry_in_s=%.1f: %s",
+                order_id, task.name, countdown, str(exc).splitlines()[0])
+    return task.retry(exc=exc, countdown=countdown, **brief(order_id))
+
+
+@app.task(name=Task.STEP_RESULT, bind=True, max_retries=None)
 def step_result(self: Any, payload: Any) -> None:
     reply = _accept(self, payload, StepReply)
-    if reply is not None:
-        dispatch.flush(app, sessions(), replies.on_reply(engine(), reply))
+    if reply is None:
+        return
+    try:
+        owed = replies.on_reply(engine(), reply)
+    except OperationalError as exc:
+        raise _later(self, reply.order_id, exc)
+    dispatch.flush(app, sessions(), owed)
 
 
-@app.task(name=Task.STEP_FAILED, bind=True)
+@app.task(name=Task.STEP_FAILED, bind=True, max_retries=None)
 def step_failed(self: Any, payload: Any) -> None:
     failed = _accept(self, payload, StepFailed)
-    if failed is not None:
-        log.warning("step raised %s", json.dumps(failed.model_dump()))
-        dispatch.flush(app, sessions(), replies.on_step_crashed(engine(), failed))
+    if failed is None:
+        return
+    log.warning("step raised %s", json.dumps(failed.model_dump()))
+    try:
+        owed = replies.on_step_crashed(engine(), failed)
+    except OperationalError as exc:
+        raise _later(self, failed.order_id, exc)
+    dispatch.flush(app, sessions(), owed)
 
 
 _stop = threading.Event()
