@@ -17,7 +17,7 @@ from services.payment.gateway import Authorization, Gateway
 from services.payment.models import Inbox, Payment
 
 AUTHORIZE, REFUND = Task.AUTHORIZE_PAYMENT, Task.REFUND_PAYMENT
-GONE = ("void", "refunded")
+GONE = ("void", "refunding", "refunded")
 
 # Core statements, built once: these run for every order (see contracts/runtime/inbox.py)
 PAYMENTS = Payment.__table__
@@ -109,17 +109,22 @@ def _hold_or_void(db: Engine, order_id: str, gateway: Gateway) -> tuple[str, int
         if payment is None:
             conn.execute(_INSERT, _row(order_id, "void", 0, "EUR"))
             return None
-        if payment.status == "authorized":
-            return str(payment.authorization_id), payment.amount_cents
-        if payment.status != "authorizing":
+        if payment.status in ("authorized", "refunding"):
+            held = str(payment.authorization_id), payment.amount_cents
+        elif payment.status == "authorizing":
+            # in flight, or its worker died: the gateway knows whether it charged. Asked under
+            # the row's lock, so an authorization finishing now sees our decision (`_status`).
+            found = gateway.find(idempotency_key=authorization_key(order_id))
+            if found is None or found.authorization_id is None:
+                conn.execute(_SET, {"id": order_id, "status": "void"})
+                return None
+            held = found.authorization_id, found.amount_cents
+        else:
             return None  # declined, void, refunded: nothing held
-        # in flight, or its worker died: the gateway knows whether it charged. Asked under the
-        # row's lock, so an authorization finishing now sees our decision (see `_status`).
-        found = gateway.find(idempotency_key=authorization_key(order_id))
-        if found is not None and found.authorization_id is not None:
-            return found.authorization_id, found.amount_cents
-        conn.execute(_SET, {"id": order_id, "status": "void"})
-        return None
+        # Decided, and said so in the row: an authorization still in flight finds it gone and
+        # gives its charge back instead of handing the order on to the next step.
+        conn.execute(_SET, {"id": order_id, "status": "refunding", "authorization_id": held[0]})
+        return held
 
 
 def _status(db: Engine, order_id: str) -> str | None:

@@ -19,7 +19,7 @@ class Payment(Base):
     authorization_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     amount_cents: Mapped[int]
     currency: Mapped[str] = mapped_column(String(3))
-    # authorizing | authorized | declined | refunded | void
+    # authorizing | authorized | declined | refunding | refunded | void
     status: Mapped[str] = mapped_column(String(16))
     refund_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

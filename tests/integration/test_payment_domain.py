@@ -151,3 +151,27 @@ def test_an_authorization_arriving_after_the_refund_charges_nothing(sessions, db
     late = handlers.authorize(order_paid_with("tok_visa"), db, gateway)
     assert (late.succeeded, late.reason) == (False, "cancelled")
     assert charges(sessions) == 0
+
+
+def test_a_refund_that_decided_while_the_charge_was_in_flight_stops_the_chain(sessions, db,
+                                                                               gateway):
+    class RefundDecidesMeanwhile:
+        def authorize(self, **kw):
+            auth = gateway.authorize(**kw)
+            # the refund (its worker: the saga compensates a crash of this step) finds the
+            # charge at the gateway and decides to give it back, before we record anything
+            assert handlers._hold_or_void(db, "o-1", gateway) == (auth.authorization_id, 2598)
+            return auth
+
+        def refund(self, **kw):
+            return gateway.refund(**kw)
+
+    late = handlers.authorize(order_paid_with("tok_visa"), db, RefundDecidesMeanwhile())
+    # not handed on to the stock reservation: the order is being refunded
+    assert (late.succeeded, late.reason, late.output) == (False, "cancelled", None)
+    outcome = handlers.refund(RefundPayment(order_id="o-1"), db, gateway)
+    assert outcome.detail["refunded"] is True and outcome.detail["amount_cents"] == 2598
+    with sessions.begin() as s:
+        assert s.get(Payment, "o-1").status == "refunded"
+        refunded = s.scalars(select(SandboxCall.result).where(SandboxCall.kind == "refund")).all()
+    assert charges(sessions) == 1 and len(set(refunded)) == 1  # one refund, however often asked
