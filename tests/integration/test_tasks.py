@@ -75,6 +75,20 @@ def test_reserve_then_release_moves_stock_in_the_inventory_database(service_work
     assert rows(db_url, "select available from stock where sku = 'LIMITED-1'") == [(10,)]
 
 
+def test_the_pivot_tells_the_saga_at_once_and_hands_the_order_on(service_worker, db_url):
+    from celery import chain
+    env, _ = service_worker("inventory", db_url)
+    saga = Saga(env)
+    paid = PaymentAuthorized(order=order("t-pivot"), authorization_id="a", amount_cents=1)
+    chain(saga.app.signature("inventory.reserve", args=(paid.model_dump(mode="json"),),
+                             queue="inventory"),
+          saga.app.signature("notify.order_confirmed", queue="notify")).apply_async()
+    # no notify worker runs: the saga hears of the reservation from the pivot itself
+    assert saga.statuses("t-pivot", 1) == ["succeeded"]
+    [handed_on] = saga.redis.lrange("notify", 0, -1)
+    assert b"t-pivot" in handed_on
+
+
 def test_the_confirmation_goes_out_over_smtp_and_is_recorded(service_worker, db_url, maildrop):
     env, _ = service_worker("notify", db_url, SMTP_HOST="127.0.0.1", SMTP_PORT=str(maildrop.port))
     saga = Saga(env)
