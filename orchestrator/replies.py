@@ -86,6 +86,8 @@ def _decide(state: saga.SagaState, event: Event, succeeded_before: bool) -> saga
         # next step in a Redis blip). Nothing to undo: the sweeper drives it on if it stalls.
         log.warning("late errback ignored step=%s: the step had succeeded", event.step)
         return saga.Decision(state)
+    if event.status == "retrying" and succeeded_before:
+        return saga.Decision(state)  # a retry report delayed past the step's success
     if event.status == "succeeded":
         return saga.on_succeeded(state, event.step)
     if event.status == "failed":

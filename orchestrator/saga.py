@@ -81,7 +81,7 @@ def on_failed(state: SagaState, step: str, reason: str, raised: bool = False) ->
 
 def on_retrying(state: SagaState, step: str, reason: str | None) -> Decision:
     """A step retrying is progress; one that says it is stuck asks for a person (and goes on)."""
-    if reason == STUCK:
+    if reason == STUCK and not state.closed:  # a late report about an order already settled
         return Decision(replace(state, needs_attention=True))
     return Decision(state)
 

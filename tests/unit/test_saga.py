@@ -143,3 +143,11 @@ def test_a_confirmed_saga_never_times_out_into_compensation():
     decision = redrive(confirmed, age_s=10_000, saga_deadline_s=60)
     assert (decision.state.status, decision.state.reason) == ("confirmed", None)
     assert decision.send == (Task.AUTHORIZE_PAYMENT,) and not decision.state.compensating
+
+
+def test_a_stuck_report_that_arrives_after_the_order_closed_changes_nothing():
+    state, _ = run((Task.AUTHORIZE_PAYMENT, "succeeded", None),
+                   (Task.RESERVE_STOCK, "succeeded", None),
+                   (Task.SEND_CONFIRMATION, "succeeded", None))
+    assert state.closed
+    assert not on_retrying(state, Task.SEND_CONFIRMATION, "stuck").state.needs_attention
