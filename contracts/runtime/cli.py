@@ -1,7 +1,6 @@
 """The command line every service offers: `python -m services.X migrate|worker|dead-letters`."""
 import argparse
 import json
-import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
