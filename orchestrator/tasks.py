@@ -3,11 +3,13 @@ import json
 import logging
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from celery.signals import worker_ready, worker_shutting_down
 from celery.utils.time import get_exponential_backoff_interval
 from pydantic import BaseModel, ValidationError
+from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from contracts.messages import StepFailed, StepReply
@@ -21,6 +23,7 @@ from orchestrator.models import DeadLetter
 from orchestrator.settings import get_settings
 
 log = logging.getLogger("saga.worker")
+M = TypeVar("M", StepReply, StepFailed)
 dead_letters = StepRunner(sessions(), DeadLetter)
 
 
@@ -45,29 +48,28 @@ def _later(task: Any, order_id: str, exc: OperationalError) -> Exception:
     return task.retry(exc=exc, countdown=countdown, **brief(order_id))
 
 
-@app.task(name=Task.STEP_RESULT, bind=True, max_retries=None)
-def step_result(self: Any, payload: Any) -> None:
-    reply = _accept(self, payload, StepReply)
-    if reply is None:
+def _apply(task: Any, payload: Any, schema: type[M],
+           apply: Callable[[Engine, M], list[int]]) -> None:
+    message = _accept(task, payload, schema)
+    if message is None:
         return
     try:
-        owed = replies.on_reply(engine(), reply)
+        owed = apply(engine(), message)
     except OperationalError as exc:
-        raise _later(self, reply.order_id, exc)
+        raise _later(task, message.order_id, exc)
     dispatch.flush(app, sessions(), owed)
+
+
+@app.task(name=Task.STEP_RESULT, bind=True, max_retries=None)
+def step_result(self: Any, payload: Any) -> None:
+    _apply(self, payload, StepReply, replies.on_reply)
 
 
 @app.task(name=Task.STEP_FAILED, bind=True, max_retries=None)
 def step_failed(self: Any, payload: Any) -> None:
-    failed = _accept(self, payload, StepFailed)
-    if failed is None:
-        return
-    log.warning("step raised %s", json.dumps(failed.model_dump()))
-    try:
-        owed = replies.on_step_crashed(engine(), failed)
-    except OperationalError as exc:
-        raise _later(self, failed.order_id, exc)
-    dispatch.flush(app, sessions(), owed)
+    if not self.request.retries:  # said once, not on every retry of a database outage
+        log.warning("step raised %s", json.dumps(payload, default=str)[:500])
+    _apply(self, payload, StepFailed, replies.on_step_crashed)
 
 
 _stop = threading.Event()
