@@ -1,6 +1,6 @@
 """The baseline: a bare Celery chain of three trivial tasks on the saga's three queues.
 
-Same app settings (`contracts.runtime.make_app`: json, acks_late, prefetch 1, routing by
+Same app settings (`runtime.celery_app.make_app`: json, acks_late, prefetch 1, routing by
 namespace, the same transport), same worker command line (pool, concurrency, no gossip/mingle,
 INFO logging), same Redis: only the saga's work is missing (no database, no replies, no API).
 The last task pushes `(chain id, time.time())` onto a Redis list, which is how the driver learns
@@ -24,7 +24,9 @@ from celery import Celery, chain
 from celery.signals import after_setup_logger
 
 from bench import cpu
-from contracts.runtime.app import brief, make_app, quiet_celery_task_lines
+from runtime.celery_app import make_app, quiet_celery_task_lines
+from runtime.deadletters import LoggedOnly
+from runtime.headers import brief
 
 QUEUES = ("payment", "inventory", "notify")
 TASKS = tuple(f"{queue}.bench_step" for queue in QUEUES)  # routed by namespace, like the saga's
@@ -44,7 +46,7 @@ def done_client() -> redis.Redis:
 
 
 def build_app() -> Celery:
-    app = make_app("bare", broker_url())
+    app = make_app("bare", broker_url(), LoggedOnly())
 
     @app.task(name=TASKS[0])
     def payment_step(payload: dict[str, Any]) -> dict[str, Any]:
@@ -145,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     app = build_app()
     if args.command == "worker":
-        # the services' worker command line and logging (contracts/runtime/cli.py), queue for
+        # the services' worker command line and logging (runtime/cli.py), queue for
         # queue: Celery's own two INFO lines per task quieted as in the saga's workers
         after_setup_logger.connect(quiet_celery_task_lines, weak=False)
         app.worker_main(["worker", "-Q", args.queue, "-n", f"bare-{args.queue}@%h",

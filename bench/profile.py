@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-OURS = ("orchestrator/", "services/", "contracts/")
+OURS = ("orchestrator/", "services/", "contracts/", "runtime/")
 NOT_INTERESTING = ("__main__", "/cli.py")
 
 

@@ -11,7 +11,7 @@ import redis
 from kombu.exceptions import DecodeError
 
 from chaos.plan import Fault
-from contracts.runtime.transport import decode_envelope
+from runtime.transport import decode_envelope
 from devstack.stack import Stack
 
 

@@ -1,2 +1,3 @@
-"""The only code the parts share: task names, queues, message models, and the worker runtime
-every service must run the same way (delivery settings, inbox, dead letters, step replies)."""
+"""The wire, and nothing else: task and queue names (`names`) and one pydantic model per message
+(`messages`). Every process depends on it; it depends on pydantic alone (checked by
+import-linter: no celery, kombu, redis, sqlalchemy or alembic)."""

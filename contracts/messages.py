@@ -64,6 +64,9 @@ class ChainMessage(Message):
     or stops it (a failure), or retries, sends the saga every reply so far in one message."""
 
     replies: list[StepReply] = Field(default_factory=list)
+    # steps whose success the saga wants to hear at once, not only at the chain's end (its
+    # pivot: orchestrator/saga.py); set on the first message and carried on with the replies
+    report_at_once: list[str] = Field(default_factory=list)
 
 
 class AuthorizePayment(ChainMessage):
@@ -123,3 +126,14 @@ class StepFailed(Message):
 def crash_reason(step: str) -> str:
     """The failure reason of an order whose step crashed: `payment.authorize` → `payment_error`."""
     return f"{step.split('.', 1)[0]}_error"
+
+
+def order_id_of(payload: Any) -> str | None:
+    """The order a payload is about, best effort: for logs and dead letters of payloads that
+    failed validation."""
+    if not isinstance(payload, dict):
+        return None
+    candidate = payload.get("order_id")
+    if candidate is None and isinstance(payload.get("order"), dict):
+        candidate = payload["order"].get("order_id")
+    return candidate if isinstance(candidate, str) else None

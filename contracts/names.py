@@ -22,13 +22,6 @@ class Task:
     STEP_FAILED = "saga.step_failed"
 
 
-# The saga's point of no return: once stock is reserved the order is confirmed. A step inside
-# the chain hands its reply on to the next step, and the saga hears the chain's replies with
-# its last one; this step's success is told to the saga at once as well, so that a slow or
-# stopped e-mail worker never makes a confirmed order look stalled (and undone at its deadline).
-PIVOT = Task.RESERVE_STOCK
-
-
 def queue_of(task_name: str) -> str:
     """`payment.authorize` runs on queue `payment`: one rule, so every app routes alike."""
     queue = task_name.split(".", 1)[0]

@@ -1,11 +1,10 @@
-"""The HTTP API: POST /orders, GET /orders/{id}, GET /healthz (INTERFACE.md)."""
+"""The HTTP API: POST /orders, GET /orders/{id}, GET /healthz (docs/interface.md)."""
 import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from functools import cache
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import redis
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
@@ -15,32 +14,14 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from orchestrator import broker, catalog, dispatch, orders
-from orchestrator.db import engine, read_sessions, sessions
+from orchestrator import catalog, orders, outbox
 from orchestrator.models import Order, SagaEvent
-from orchestrator.schemas import OrderIn, OrderOut, StepOut
-from orchestrator.settings import get_settings
+from orchestrator.schemas import OrderIn, OrderLineIn, OrderOut, StepOut
+
+if TYPE_CHECKING:
+    from orchestrator.bootstrap import Orchestrator
 
 log = logging.getLogger("saga.api")
-
-
-@asynccontextmanager
-async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-    yield
-    # published orders whose outbox rows are not marked yet: mark them rather than have the
-    # relay send them again
-    dispatch.sent_marks(sessions()).flush()
-
-
-api = FastAPI(title="Order saga", version="0.1.0", lifespan=lifespan,
-              description="Orders go payment → inventory → e-mail; failures are compensated.")
-
-
-@cache
-def broker_ping() -> redis.Redis:
-    # made on first use, not at import: the settings are read when the API serves, not before
-    return redis.Redis.from_url(get_settings().redis_url, socket_timeout=1,
-                                socket_connect_timeout=1)
 
 
 class AsciiJSONResponse(JSONResponse):
@@ -49,11 +30,82 @@ class AsciiJSONResponse(JSONResponse):
                           separators=(",", ":")).encode("ascii")
 
 
-@api.exception_handler(RequestValidationError)
-async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-    # FastAPI's own 422 body, ASCII-escaped: it echoes the input, and a lone surrogate ("\ud800"
-    # is valid JSON) cannot be encoded as UTF-8, which would turn the 422 into a 500.
-    return AsciiJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+def create_api(orch: "Orchestrator") -> FastAPI:
+    """The API of one orchestrator process, on the parts its composition root built."""
+    db, app = orch.db, orch.app
+    # connects on first use, not here
+    broker = redis.Redis.from_url(orch.settings.redis_url, socket_timeout=1,
+                                  socket_connect_timeout=1)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        # published orders whose outbox rows are not marked yet: mark them rather than have
+        # the relay send them again
+        orch.marks.flush()
+
+    api = FastAPI(title="Order saga", version="0.1.0", lifespan=lifespan,
+                  description="Orders go payment → inventory → e-mail; failures are compensated.")
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own 422 body, ASCII-escaped: it echoes the input, and a lone surrogate
+        # ("\ud800" is valid JSON) cannot be encoded as UTF-8, which would turn the 422 into a 500.
+        return AsciiJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+
+    def read_session() -> Iterator[Session]:
+        with db.read_sessions() as session:
+            yield session
+
+    SessionDep = Annotated[Session, Depends(read_session)]
+
+    @api.post("/orders", status_code=202, response_model=OrderOut)
+    def post_order(body: OrderIn,
+                   idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+                   ) -> Response:
+        try:
+            placed = orders.place(db.engine, body, idempotency_key)
+        except catalog.UnknownSku as unknown:
+            raise RequestValidationError([{
+                "loc": ("body", "items", unknown.index, "sku"), "type": "unknown_sku",
+                "msg": f"unknown sku {unknown.sku!r}: not in the catalog", "input": unknown.sku}])
+        except orders.IdempotencyConflict:
+            raise HTTPException(409, "this Idempotency-Key was used with a different request body")
+        if placed.order is not None and placed.outbox_id is not None:
+            outbox.publish_placed(app, orch.marks, placed.order, placed.outbox_id)
+            # answered from what was just stored: nothing has happened to it yet worth a read
+            out = order_out(placed.order, [])
+        else:
+            with db.read_sessions() as session:
+                found = orders.load(session, placed.order_id)
+            assert found is not None  # orders are never deleted
+            out = order_out(*found)
+        log.info("order received order_id=%s replayed=%s", placed.order_id, placed.order is None)
+        return json_response(out, 202, {"Location": f"/orders/{placed.order_id}"})
+
+    @api.get("/orders/{order_id}", response_model=OrderOut)
+    def get_order(order_id: str, session: SessionDep) -> Response:
+        found = orders.load(session, order_id) if could_exist(order_id) else None
+        if found is None:
+            raise HTTPException(404, f"no order {order_id}")
+        return json_response(order_out(*found))
+
+    @api.get("/healthz")
+    def healthz(session: SessionDep, response: Response) -> dict[str, str]:
+        checks = {"database": "ok", "broker": "ok"}
+        try:
+            session.execute(text("SELECT 1"))
+        except Exception as exc:
+            checks["database"] = f"unreachable: {exc.__class__.__name__}"
+        try:
+            broker.ping()
+        except Exception as exc:
+            checks["broker"] = f"unreachable: {exc.__class__.__name__}"
+        if any(v != "ok" for v in checks.values()):
+            response.status_code = 503
+        return checks
+
+    return api
 
 
 def could_exist(order_id: str) -> bool:
@@ -65,51 +117,12 @@ def could_exist(order_id: str) -> bool:
         return False
 
 
-def read_session() -> Iterator[Session]:
-    with read_sessions()() as session:
-        yield session
-
-
-SessionDep = Annotated[Session, Depends(read_session)]
-
-
-@api.post("/orders", status_code=202, response_model=OrderOut)
-def post_order(body: OrderIn,
-               idempotency_key: Annotated[str | None, Header(max_length=255)] = None) -> Response:
-    try:
-        placed = orders.place(engine(), body, idempotency_key)
-    except catalog.UnknownSku as unknown:
-        raise RequestValidationError([{
-            "loc": ("body", "items", unknown.index, "sku"), "type": "unknown_sku",
-            "msg": f"unknown sku {unknown.sku!r}: not in the catalog", "input": unknown.sku}])
-    except orders.IdempotencyConflict:
-        raise HTTPException(409, "this Idempotency-Key was used with a different request body")
-    if placed.order is not None and placed.outbox_id is not None:
-        dispatch.publish_placed(broker.app, sessions(), placed.order, placed.outbox_id)
-        # answered from what was just stored: nothing has happened to it yet worth a read
-        out = order_out(placed.order, [])
-    else:
-        with read_sessions()() as session:
-            found = orders.load(session, placed.order_id)
-        assert found is not None  # orders are never deleted
-        out = order_out(*found)
-    log.info("order received order_id=%s replayed=%s", placed.order_id, placed.order is None)
-    return json_response(out, 202, {"Location": f"/orders/{placed.order_id}"})
-
-
-@api.get("/orders/{order_id}", response_model=OrderOut)
-def get_order(order_id: str, session: SessionDep) -> Response:
-    found = orders.load(session, order_id) if could_exist(order_id) else None
-    if found is None:
-        raise HTTPException(404, f"no order {order_id}")
-    return json_response(order_out(*found))
-
-
 def order_out(order: Order, events: list[SagaEvent]) -> OrderOut:
     return OrderOut(
         id=order.id, status=order.status, reason=order.reason,
         needs_attention=order.needs_attention, customer_email=order.customer_email,
-        items=order.items, total_cents=order.total_cents, currency=order.currency,  # type: ignore[arg-type]
+        items=[OrderLineIn.model_validate(line) for line in order.items],
+        total_cents=order.total_cents, currency=order.currency,
         steps=[StepOut(name=e.name, status=e.status, at=e.at, attempt=e.attempt, reason=e.reason,
                        detail=e.detail) for e in events],
         created_at=order.created_at, updated_at=order.updated_at)
@@ -119,19 +132,3 @@ def json_response(out: OrderOut, status_code: int = 200,
                   headers: dict[str, str] | None = None) -> Response:
     # serialized once, by the model itself (FastAPI would validate it again on the way out)
     return Response(out.model_dump_json(), status_code, headers, media_type="application/json")
-
-
-@api.get("/healthz")
-def healthz(session: SessionDep, response: Response) -> dict[str, str]:
-    checks = {"database": "ok", "broker": "ok"}
-    try:
-        session.execute(text("SELECT 1"))
-    except Exception as exc:
-        checks["database"] = f"unreachable: {exc.__class__.__name__}"
-    try:
-        broker_ping().ping()
-    except Exception as exc:
-        checks["broker"] = f"unreachable: {exc.__class__.__name__}"
-    if any(v != "ok" for v in checks.values()):
-        response.status_code = 503
-    return checks

@@ -1,6 +1,6 @@
 """Pricing: the orchestrator prices every order from its own catalog, never from the client."""
 from sqlalchemy import Connection, bindparam, select
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.models import CatalogItem
 
@@ -32,7 +32,7 @@ def price(conn: Connection, lines: list[tuple[str, int]]) -> int:
     return sum(prices[sku] * quantity for sku, quantity in lines)
 
 
-def seed(sessions: sessionmaker) -> None:  # type: ignore[type-arg]
+def seed(sessions: "sessionmaker[Session]") -> None:
     with sessions.begin() as session:
         if session.scalars(select(CatalogItem.sku).limit(1)).first() is None:
             session.add_all(CatalogItem(sku=i.sku, name=i.name, price_cents=i.price_cents,

@@ -1,11 +1,15 @@
 """The orchestrator's own tables: the orders with their saga state, the timeline, the outbox."""
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from contracts.runtime.store import DeadLetterMixin, UtcDateTime, utcnow
+from runtime.db import UtcDateTime, utcnow
+from runtime.deadletters import DeadLetterMixin
+
+MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 class Base(DeclarativeBase):

@@ -7,10 +7,10 @@ from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from contracts.runtime.store import utcnow
 from orchestrator import catalog, saga
 from orchestrator.models import Order, Outbox, SagaEvent
 from orchestrator.schemas import OrderIn
+from runtime.db import utcnow
 
 
 # Core statements, built once: one of these transactions runs for every order placed

@@ -3,24 +3,31 @@ that move an order's saga forward. Pure: no Celery, no database."""
 from dataclasses import dataclass, replace
 
 from contracts.messages import STUCK
-from contracts.names import PIVOT, Task
+from contracts.names import Task
 
 
 @dataclass(frozen=True)
 class Step:
     action: str
     compensation: str | None = None
+    pivot: bool = False  # the point of no return: once it succeeds the order is confirmed
 
 
 # The saga, top to bottom. One Celery chain runs the actions; a step that fails for good stops
 # the chain, and the compensations of the steps before it run in reverse.
 STEPS = (
     Step(Task.AUTHORIZE_PAYMENT, compensation=Task.REFUND_PAYMENT),
-    Step(Task.RESERVE_STOCK, compensation=Task.RELEASE_STOCK),  # = PIVOT: then it's confirmed
+    Step(Task.RESERVE_STOCK, compensation=Task.RELEASE_STOCK, pivot=True),
     Step(Task.SEND_CONFIRMATION),  # after the pivot: retried until delivered, never undone
 )
-assert PIVOT == Task.RESERVE_STOCK  # contracts.names: the pivot reports to us at once
 ON_FAILURE = Task.SEND_FAILURE_NOTICE  # after the compensations: tell the customer
+
+PIVOT = next(s.action for s in STEPS if s.pivot)
+# A step inside the chain hands its reply on to the next step, and the saga hears the chain's
+# replies with its last one. The pivot's success is told at once as well (the chain's first
+# message asks for it), so that a slow or stopped e-mail worker never makes a confirmed order
+# look stalled, and undone at its deadline.
+REPORT_AT_ONCE = (PIVOT,)
 COMPENSATIONS = frozenset(s.compensation for s in STEPS if s.compensation)
 ACTIONS = tuple(s.action for s in STEPS)
 

@@ -1,4 +1,4 @@
-"""The HTTP API's request and response bodies (INTERFACE.md). Private to the orchestrator."""
+"""The HTTP API's request and response bodies (docs/interface.md). Private to the orchestrator."""
 import hashlib
 from datetime import datetime
 from typing import Any

@@ -1,13 +1,12 @@
-from functools import cache
-
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from runtime.settings import ProcessSettings
 
 
-class Settings(BaseSettings):
+class Settings(ProcessSettings):
     model_config = SettingsConfigDict(env_prefix="ORCHESTRATOR_", extra="ignore")
 
-    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias="REDIS_URL")
     database_url: str = "sqlite:///var/orchestrator.db"
     api_host: str = Field("127.0.0.1", validation_alias="API_HOST")
     api_port: int = Field(8000, validation_alias="API_PORT")
@@ -19,8 +18,3 @@ class Settings(BaseSettings):
     # longest retry countdown (60 s), so a step that is retrying is never driven twice.
     step_deadline_s: float = 120.0
     saga_deadline_s: float = 900.0
-
-
-@cache
-def get_settings() -> Settings:
-    return Settings()

@@ -5,9 +5,9 @@ from datetime import timedelta
 
 from sqlalchemy import Engine, select
 
-from contracts.runtime.store import utcnow
 from orchestrator import saga
-from orchestrator.replies import ORDERS, LOCK_ORDER, state_of, store
+from orchestrator.saga_store import ORDERS, lock, state_of, store
+from runtime.db import utcnow
 
 log = logging.getLogger("saga.sweeper")
 MAX_DOUBLINGS = 4  # at most 16 step deadlines between two re-drives of one order
@@ -26,7 +26,7 @@ def sweep(db: Engine, step_deadline_s: float, saga_deadline_s: float,
     owed: list[int] = []
     for order_id in stalled:
         with db.begin() as conn:
-            order = conn.execute(LOCK_ORDER, {"order_id": order_id}).first()
+            order = lock(conn, order_id)
             if order is None or order.closed or order.updated_at >= cutoff:
                 continue  # it moved on meanwhile, or another sweeper took it
             # each re-drive of an order waits twice as long as the last: on a backlog, more

@@ -1,7 +1,8 @@
 """Session fixtures for the whole suite: a Redis, a mail drop and PostgreSQL databases of our own.
 
 Tests only ever touch servers and databases they started or created themselves: a developer's
-Redis or PostgreSQL data is never flushed or dropped by running the suite.
+Redis or PostgreSQL data is never flushed or dropped by running the suite. Each test directory is
+a marker (`unit`, `integration`, `e2e`): `pytest -m unit` runs what needs no server at all.
 """
 import os
 import secrets
@@ -15,6 +16,7 @@ from sqlalchemy.pool import NullPool
 from devstack.net import free_port as _free_port
 from devstack.redis_server import EmbeddedRedis
 from devstack.smtp import MailDropServer
+from tests.support.redis_dbs import RedisDbs
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 TEST_DATABASE_PREFIX = "saga_test_"
@@ -35,6 +37,27 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     with EmbeddedRedis(tmp_path_factory.mktemp("redis")) as server:
         yield server.url
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # the directory is the marker: a test's kind is where it lives, never a decorator to forget
+    for item in items:
+        kind = item.path.relative_to(item.config.rootpath / "tests").parts[0]
+        if kind in ("unit", "integration", "e2e"):
+            item.add_marker(kind)
+
+
+@pytest.fixture(scope="session")
+def redis_dbs(redis_url: str) -> RedisDbs:
+    """The one place Redis DB numbers are handed out (`redis_dbs.lend()`): never by hand."""
+    return RedisDbs(redis_url)
+
+
+@pytest.fixture
+def redis_db(redis_dbs: RedisDbs) -> Iterator[str]:
+    """A Redis DB of this test's own, emptied: its URL."""
+    with redis_dbs.lend() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -4,19 +4,20 @@ from collections import Counter
 
 from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from contracts.messages import OrderLine, PaymentAuthorized, ReleaseStock, StockReserved
 from contracts.names import Task
-from contracts.runtime.inbox import once
-from contracts.runtime.step import RetryableError, StepOutcome
-from contracts.runtime.store import utcnow
+from runtime.db import utcnow
+from runtime.inbox import once_in_db
+from runtime.outcome import StepOutcome
+from runtime.retries import RetryableError
 from services.inventory.models import Inbox, Reservation, Stock
 
 DEMO_STOCK = {"BOOK-1": 1000, "MUG-1": 1000, "LIMITED-1": 10, "SOLDOUT-1": 0}
 
-# Core statements, built once: these run for every order (see contracts/runtime/inbox.py)
-STOCK, RESERVATIONS = Stock.__table__, Reservation.__table__
+# Core statements, built once: these run for every order (see runtime/inbox.py)
+STOCK, RESERVATIONS, INBOX = Stock.__table__, Reservation.__table__, Inbox.__table__
 _TAKE = update(STOCK).where(STOCK.c.sku == bindparam("line_sku"),
                             STOCK.c.available >= bindparam("line_quantity")) \
     .values(available=STOCK.c.available - bindparam("line_quantity"))
@@ -48,14 +49,14 @@ def take(conn: Connection, lines: dict[str, int]) -> str | None:
 
 
 class ReservationInFlight(RetryableError):
-    exhausted_reason = "release_blocked"
+    """A reservation of this order is committing right now: release it once it has."""
 
 
 def reserve(msg: PaymentAuthorized, db: Engine) -> StepOutcome:
     order = msg.order
     lines = wanted(order.items)
 
-    def record(conn: Connection, _: None) -> StepOutcome:
+    def record(conn: Connection) -> StepOutcome:
         # The reservation row is where a reserve and a release of one order meet: whichever
         # writes it first wins, on PostgreSQL too, where each would otherwise miss the other.
         reservation_id = f"res_{uuid.uuid4().hex[:20]}"
@@ -70,11 +71,11 @@ def reserve(msg: PaymentAuthorized, db: Engine) -> StepOutcome:
                                reservation_id=reservation_id)
         return StepOutcome.ok(output, reservation_id=reservation_id, lines=lines)
 
-    return once(db, Inbox, order.order_id, Task.RESERVE_STOCK, record)
+    return once_in_db(db, INBOX, order.order_id, Task.RESERVE_STOCK, record)
 
 
 def release(msg: ReleaseStock, db: Engine) -> StepOutcome:
-    def record(conn: Connection, _: None) -> StepOutcome:
+    def record(conn: Connection) -> StepOutcome:
         reservation = conn.execute(_LOCK, {"id": msg.order_id}).first()
         if reservation is None:
             # leave a marker so a reserve still on its way finds the order released
@@ -88,7 +89,7 @@ def release(msg: ReleaseStock, db: Engine) -> StepOutcome:
         conn.execute(_SET, {"id": msg.order_id, "status": "released", "released_at": utcnow()})
         return StepOutcome.ok(released=True, lines=reservation.lines)
 
-    return once(db, Inbox, msg.order_id, Task.RELEASE_STOCK, record)
+    return once_in_db(db, INBOX, msg.order_id, Task.RELEASE_STOCK, record)
 
 
 def _insert(conn: Connection, order_id: str, status: str, reservation_id: str,
@@ -106,7 +107,7 @@ def _insert(conn: Connection, order_id: str, status: str, reservation_id: str,
     return True
 
 
-def seed(sessions: sessionmaker, stock: dict[str, int] = DEMO_STOCK) -> None:  # type: ignore[type-arg]
+def seed(sessions: "sessionmaker[Session]", stock: dict[str, int] = DEMO_STOCK) -> None:
     """The demo catalog's stock, on first start only: a restart never refills the shelves."""
     with sessions.begin() as session:
         if session.scalars(select(Stock.sku).limit(1)).first() is None:

@@ -1,17 +1,10 @@
-from functools import cache
+from pydantic_settings import SettingsConfigDict
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from runtime.settings import ProcessSettings
 
 
-class Settings(BaseSettings):
+class Settings(ProcessSettings):
     model_config = SettingsConfigDict(env_prefix="INVENTORY_", extra="ignore")
 
-    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias="REDIS_URL")
     database_url: str = "sqlite:///var/inventory.db"
     retry_backoff_s: float = 0.5
-
-
-@cache
-def get_settings() -> Settings:
-    return Settings()

@@ -1,26 +1,22 @@
-"""Celery entry points: validate at the door, call the handler, report. Nothing else."""
-from typing import Any
+"""The inventory steps: validate at the door, call the handler, report (runtime.step.SagaStep)."""
+from sqlalchemy import Engine
 
 from contracts.messages import PaymentAuthorized, ReleaseStock
 from contracts.names import Task
-from contracts.runtime.app import make_app
-from contracts.runtime.step import StepRunner
+from runtime.celery_app import SagaApp
+from runtime.outcome import StepOutcome
 from services.inventory import handlers
-from services.inventory.db import engine, sessions
-from services.inventory.models import DeadLetter
-from services.inventory.settings import get_settings
-
-settings = get_settings()
-app = make_app("inventory", settings.redis_url)
-runner = StepRunner(sessions(), DeadLetter, settings.retry_backoff_s)
+from services.inventory.settings import Settings
 
 
-@app.task(name=Task.RESERVE_STOCK, bind=True, max_retries=None)
-def reserve(self: Any, payload: Any) -> dict[str, Any] | None:
-    return runner.run(self, payload, PaymentAuthorized,
-                      lambda msg: handlers.reserve(msg, engine()))
+def register(app: SagaApp, db: Engine, settings: Settings) -> None:
+    @app.step(Task.RESERVE_STOCK, message=PaymentAuthorized,
+              retry_backoff_s=settings.retry_backoff_s)
+    def reserve(msg: PaymentAuthorized) -> StepOutcome:
+        return handlers.reserve(msg, db)
 
-
-@app.task(name=Task.RELEASE_STOCK, bind=True, max_retries=None, persistent=True)
-def release(self: Any, payload: Any) -> dict[str, Any] | None:
-    return runner.run(self, payload, ReleaseStock, lambda msg: handlers.release(msg, engine()))
+    # A release is a compensation: it never gives up, and asks for a person if stuck.
+    @app.step(Task.RELEASE_STOCK, message=ReleaseStock, persistent=True,
+              retry_backoff_s=settings.retry_backoff_s)
+    def release(msg: ReleaseStock) -> StepOutcome:
+        return handlers.release(msg, db)

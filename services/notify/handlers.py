@@ -7,13 +7,15 @@ from sqlalchemy.exc import IntegrityError
 
 from contracts.messages import MailSent, SagaOrder, SendFailureNotice, StockReserved
 from contracts.names import Task
-from contracts.runtime.inbox import once
-from contracts.runtime.step import StepOutcome
-from contracts.runtime.store import utcnow
+from runtime.db import utcnow
+from runtime.inbox import once
+from runtime.outcome import StepOutcome
 from services.notify.mailer import MailRejected, compose
 from services.notify.models import Inbox, Mail
 
-# Core statements, built once: these run for every order (see contracts/runtime/inbox.py)
+INBOX = Inbox.__table__
+
+# Core statements, built once: these run for every order (see runtime/inbox.py)
 MAILS = Mail.__table__
 _LOCK = select(MAILS).where(MAILS.c.order_id == bindparam("id")).with_for_update()
 _INSERT = insert(MAILS)
@@ -81,4 +83,4 @@ def _send_once(order: SagaOrder, kind: str, step: str, mail: EmailMessage, db: E
         return StepOutcome.ok(output, to=row.recipient, subject=row.subject,
                               message_id=row.message_id)
 
-    return once(db, Inbox, order.order_id, step, record, deliver)
+    return once(db, INBOX, order.order_id, step, record, deliver)

@@ -12,7 +12,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from contracts.messages import SagaOrder
-from contracts.runtime.step import RetryableError
+from runtime.retries import RetryableError
 
 templates = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                         undefined=StrictUndefined, keep_trailing_newline=True)
@@ -29,7 +29,7 @@ WHY = {
 
 
 class SmtpUnavailable(RetryableError):
-    exhausted_reason = "mail_undeliverable"
+    """The server is away or answered 4xx: the mail may go out on a later try."""
 
 
 class MailRejected(Exception):

@@ -1,9 +1,14 @@
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from contracts.runtime.store import DeadLetterMixin, InboxMixin, UtcDateTime, utcnow
+from runtime.db import UtcDateTime, utcnow
+from runtime.deadletters import DeadLetterMixin
+from runtime.inbox import InboxMixin
+
+MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 class Base(DeclarativeBase):

@@ -1,13 +1,12 @@
-from functools import cache
-
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from runtime.settings import ProcessSettings
 
 
-class Settings(BaseSettings):
+class Settings(ProcessSettings):
     model_config = SettingsConfigDict(env_prefix="NOTIFY_", extra="ignore")
 
-    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias="REDIS_URL")
     database_url: str = "sqlite:///var/notify.db"
     smtp_host: str = Field("127.0.0.1", validation_alias="SMTP_HOST")
     smtp_port: int = Field(1025, validation_alias="SMTP_PORT")
@@ -16,8 +15,3 @@ class Settings(BaseSettings):
     # an SMTP outage is retried forever (an order is never un-confirmed): backoff from this, up
     # to a minute between attempts
     retry_backoff_s: float = 1.0
-
-
-@cache
-def get_settings() -> Settings:
-    return Settings()

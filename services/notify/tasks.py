@@ -1,30 +1,23 @@
-"""Celery entry points: validate at the door, call the handler, report. Nothing else."""
-from typing import Any
+"""The notify steps: validate at the door, call the handler, report (runtime.step.SagaStep)."""
+from sqlalchemy import Engine
 
 from contracts.messages import SendFailureNotice, StockReserved
 from contracts.names import Task
-from contracts.runtime.app import make_app
-from contracts.runtime.step import StepRunner
+from runtime.celery_app import SagaApp
+from runtime.outcome import StepOutcome
 from services.notify import handlers
-from services.notify.db import engine, sessions
-from services.notify.mailer import SmtpMailer
-from services.notify.models import DeadLetter
-from services.notify.settings import get_settings
-
-settings = get_settings()
-app = make_app("notify", settings.redis_url)
-runner = StepRunner(sessions(), DeadLetter, settings.retry_backoff_s)
-mailer = SmtpMailer(settings.smtp_host, settings.smtp_port, settings.smtp_timeout_s)
+from services.notify.handlers import Mailer
+from services.notify.settings import Settings
 
 
-# persistent: an SMTP outage is waited out, never turned into a failed order.
-@app.task(name=Task.SEND_CONFIRMATION, bind=True, max_retries=None, persistent=True)
-def order_confirmed(self: Any, payload: Any) -> dict[str, Any] | None:
-    return runner.run(self, payload, StockReserved, lambda msg: handlers.send_confirmation(
-        msg, engine(), mailer, settings.mail_from))
+def register(app: SagaApp, db: Engine, mailer: Mailer, settings: Settings) -> None:
+    # persistent: an SMTP outage is waited out, never turned into a failed order.
+    @app.step(Task.SEND_CONFIRMATION, message=StockReserved, persistent=True,
+              retry_backoff_s=settings.retry_backoff_s)
+    def order_confirmed(msg: StockReserved) -> StepOutcome:
+        return handlers.send_confirmation(msg, db, mailer, settings.mail_from)
 
-
-@app.task(name=Task.SEND_FAILURE_NOTICE, bind=True, max_retries=None, persistent=True)
-def order_failed(self: Any, payload: Any) -> dict[str, Any] | None:
-    return runner.run(self, payload, SendFailureNotice, lambda msg: handlers.send_failure_notice(
-        msg, engine(), mailer, settings.mail_from))
+    @app.step(Task.SEND_FAILURE_NOTICE, message=SendFailureNotice, persistent=True,
+              retry_backoff_s=settings.retry_backoff_s)
+    def order_failed(msg: SendFailureNotice) -> StepOutcome:
+        return handlers.send_failure_notice(msg, db, mailer, settings.mail_from)

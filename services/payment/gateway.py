@@ -1,5 +1,5 @@
 """The card gateway: a small interface, and the sandbox that stands in for the real one the way
-real gateways offer a test mode. Outcomes by token as documented in INTERFACE.md."""
+real gateways offer a test mode. Outcomes by token as documented in docs/interface.md."""
 import time
 import uuid
 from collections.abc import Callable
@@ -9,13 +9,13 @@ from typing import Protocol
 from sqlalchemy import Engine, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from contracts.runtime.step import RetryableError
-from contracts.runtime.store import reader, utcnow
+from runtime.db import reader, utcnow
+from runtime.retries import RetryableError
 from services.payment.models import SandboxCall
 
 
 class GatewayTimeout(RetryableError):
-    exhausted_reason = "payment_unavailable"
+    """The gateway did not answer in time: worth another try with the same idempotency key."""
 
 
 @dataclass(frozen=True)

@@ -10,16 +10,18 @@ from sqlalchemy.exc import IntegrityError
 
 from contracts.messages import AuthorizePayment, PaymentAuthorized, RefundPayment
 from contracts.names import Task
-from contracts.runtime.inbox import once
-from contracts.runtime.step import StepOutcome
-from contracts.runtime.store import utcnow
+from runtime.db import utcnow
+from runtime.inbox import once
+from runtime.outcome import StepOutcome
 from services.payment.gateway import Authorization, Gateway
 from services.payment.models import Inbox, Payment
+
+INBOX = Inbox.__table__
 
 AUTHORIZE, REFUND = Task.AUTHORIZE_PAYMENT, Task.REFUND_PAYMENT
 GONE = ("void", "refunding", "refunded")
 
-# Core statements, built once: these run for every order (see contracts/runtime/inbox.py)
+# Core statements, built once: these run for every order (see runtime/inbox.py)
 PAYMENTS = Payment.__table__
 _LOCK = select(PAYMENTS).where(PAYMENTS.c.order_id == bindparam("id")).with_for_update()
 _INSERT = insert(PAYMENTS)
@@ -64,7 +66,7 @@ def authorize(msg: AuthorizePayment, db: Engine, gateway: Gateway) -> StepOutcom
         return StepOutcome.ok(output, authorization_id=auth.authorization_id,
                               amount_cents=order.total_cents)
 
-    return once(db, Inbox, order.order_id, AUTHORIZE, record, call_gateway)
+    return once(db, INBOX, order.order_id, AUTHORIZE, record, call_gateway)
 
 
 def refund(msg: RefundPayment, db: Engine, gateway: Gateway) -> StepOutcome:
@@ -84,7 +86,7 @@ def refund(msg: RefundPayment, db: Engine, gateway: Gateway) -> StepOutcome:
                             "refunded_at": utcnow()})
         return StepOutcome.ok(refunded=True, refund_id=refund_id, amount_cents=amount_cents)
 
-    return once(db, Inbox, msg.order_id, REFUND, record, call_gateway)
+    return once(db, INBOX, msg.order_id, REFUND, record, call_gateway)
 
 
 def _claim(db: Engine, msg: AuthorizePayment) -> bool:

@@ -1,32 +1,25 @@
-"""Celery entry points: validate at the door, call the handler, report. Nothing else."""
-from typing import Any
+"""The payment steps: validate at the door, call the handler, report (runtime.step.SagaStep)."""
+from sqlalchemy import Engine
 
 from contracts.messages import AuthorizePayment, RefundPayment
 from contracts.names import Task
-from contracts.runtime.app import make_app
-from contracts.runtime.step import StepRunner
+from runtime.celery_app import SagaApp
+from runtime.outcome import StepOutcome
 from services.payment import handlers
-from services.payment.db import engine, sessions
-from services.payment.gateway import SandboxGateway
-from services.payment.models import DeadLetter
-from services.payment.settings import get_settings
-
-settings = get_settings()
-app = make_app("payment", settings.redis_url)
-runner = StepRunner(sessions(), DeadLetter, settings.retry_backoff_s)
-gateway = SandboxGateway(engine(), settings.gateway_latency_ms, settings.gateway_timeout_ms)
+from services.payment.gateway import Gateway
+from services.payment.settings import Settings
 
 
-# Gateway timeouts are retried PAYMENT_MAX_RETRIES times, then the order fails as unavailable.
-@app.task(name=Task.AUTHORIZE_PAYMENT, bind=True, max_retries=None,
-          retry_budget=settings.max_retries)
-def authorize(self: Any, payload: Any) -> dict[str, Any] | None:
-    return runner.run(self, payload, AuthorizePayment,
-                      lambda msg: handlers.authorize(msg, engine(), gateway))
+def register(app: SagaApp, db: Engine, gateway: Gateway, settings: Settings) -> None:
+    # Gateway timeouts are retried PAYMENT_MAX_RETRIES times, then the order fails as unavailable.
+    @app.step(Task.AUTHORIZE_PAYMENT, message=AuthorizePayment,
+              retry_budget=settings.max_retries, retry_backoff_s=settings.retry_backoff_s,
+              exhausted_reason="payment_unavailable")
+    def authorize(msg: AuthorizePayment) -> StepOutcome:
+        return handlers.authorize(msg, db, gateway)
 
-
-# A refund is a compensation: it never gives up (persistent), and asks for a person if stuck.
-@app.task(name=Task.REFUND_PAYMENT, bind=True, max_retries=None, persistent=True)
-def refund(self: Any, payload: Any) -> dict[str, Any] | None:
-    return runner.run(self, payload, RefundPayment,
-                      lambda msg: handlers.refund(msg, engine(), gateway))
+    # A refund is a compensation: it never gives up, and asks for a person if stuck.
+    @app.step(Task.REFUND_PAYMENT, message=RefundPayment, persistent=True,
+              retry_backoff_s=settings.retry_backoff_s)
+    def refund(msg: RefundPayment) -> StepOutcome:
+        return handlers.refund(msg, db, gateway)

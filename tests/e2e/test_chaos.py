@@ -9,7 +9,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.e2e
 @pytest.mark.timeout(400)
 def test_every_invariant_holds_through_a_short_chaos_run(tmp_path):
     run = subprocess.run([sys.executable, "-m", "chaos", "--quick", "--var-dir", str(tmp_path)],

@@ -10,10 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.e2e.conftest import (mails_for, order_body, step_names, wait_for, wait_mail,
-                                wait_terminal)
-
-pytestmark = pytest.mark.e2e
+from tests.support.orders import mails_for, order_body, step_names, wait_mail, wait_terminal
+from tests.support.replies import sender as make_sender
+from tests.support.waiting import wait_for
 
 
 def place(api: httpx.Client, **kw) -> str:
@@ -165,8 +164,7 @@ def test_garbage_bodies_and_unknown_orders_get_json_errors(api):
 
 
 def test_a_message_that_breaks_the_contract_is_dead_lettered_and_the_worker_goes_on(api, system):
-    from contracts.runtime.app import make_app
-    sender = make_app("e2e-test", system.env["REDIS_URL"])
+    sender = make_sender(system.env["REDIS_URL"])
     sender.send_task("inventory.reserve", args=({"order": {"order_id": "junk-1"}},))
     cli = [sys.executable, "-m", "services.inventory", "dead-letters", "list"]
 

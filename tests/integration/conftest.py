@@ -1,15 +1,18 @@
-"""Each service's domain against a real database: SQLite and PostgreSQL, migrated by Alembic."""
-import base64
-import json
+"""Each service's domain against a real database: SQLite and PostgreSQL, migrated by Alembic;
+and each worker as a real process on a Redis DB of its test's own."""
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
-from contracts.runtime.store import make_engine, migrate
+from devstack.supervisor import Supervisor
+from runtime.db import make_engine
+from runtime.migrations import migrate
+from tests.support.paths import ROOT
+
+ServiceWorker = Callable[..., tuple[dict[str, str], Supervisor]]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -17,15 +20,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/test.db"
     make_pg_database = request.getfixturevalue("make_pg_database")
-    return make_pg_database()
+    url: str = make_pg_database()
+    return url
 
 
 @pytest.fixture
-def migrated(db_url: str) -> Iterator[Callable[[Path], sessionmaker]]:
+def migrated(db_url: str) -> Iterator[Callable[[Path], "sessionmaker[Session]"]]:
     """`migrated(MIGRATIONS)`: the service's schema at head, and a session factory on it."""
     engines = []
 
-    def make(migrations: Path) -> sessionmaker:
+    def make(migrations: Path) -> "sessionmaker[Session]":
         migrate(db_url, migrations)
         engine = make_engine(db_url)
         engines.append(engine)
@@ -36,24 +40,15 @@ def migrated(db_url: str) -> Iterator[Callable[[Path], sessionmaker]]:
         engine.dispose()
 
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
 @pytest.fixture
-def service_worker(redis_url: str, tmp_path: Path):
+def service_worker(redis_db: str, tmp_path: Path) -> Iterator[ServiceWorker]:
     """`service_worker("payment", db_url, **env)`: that service migrated and its real worker
-    process consuming its queue on a Redis DB of this test's own; returns (env, supervisor)."""
-    import redis as redis_client
-
-    from devstack.supervisor import Supervisor
-    from tests.e2e.conftest import redis_db
-
+    process consuming its queue on this test's own Redis DB; returns (env, supervisor)."""
     supervisor = Supervisor(log_dir=tmp_path / "log", cwd=ROOT)
 
     def start(service: str, database_url: str, **extra: str) -> tuple[dict[str, str], Supervisor]:
-        env = {"REDIS_URL": redis_db(redis_url, 6), "PYTHONPATH": str(ROOT),
+        env = {"REDIS_URL": redis_db, "PYTHONPATH": str(ROOT),
                f"{service.upper()}_DATABASE_URL": database_url, **extra}
-        redis_client.Redis.from_url(env["REDIS_URL"]).flushdb()  # DB 6 is these tests' own
         module = f"services.{service}"
         supervisor.run_once("migrate", [sys.executable, "-m", module, "migrate"], env)
         supervisor.add(service, [sys.executable, "-m", module, "worker", "-c", "2"], env,
@@ -62,12 +57,3 @@ def service_worker(redis_url: str, tmp_path: Path):
 
     yield start
     supervisor.stop()
-
-
-def saga_replies(client: Any, into: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
-    """Pop the replies waiting on queue `saga` (Celery's envelope: a base64 JSON body) into
-    `into`, by order id."""
-    while (raw := client.rpop("saga")) is not None:
-        reply = json.loads(base64.b64decode(json.loads(raw)["body"]))[0][0]
-        into.setdefault(reply["order_id"], []).append(reply)
-    return into

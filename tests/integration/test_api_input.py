@@ -1,9 +1,7 @@
 """Bad input at the HTTP door: every one is a 4xx with a JSON body naming the field, never a 500
 from the database (PostgreSQL refuses a NUL in text that SQLite stores). Through the real app,
 migrated and seeded, on SQLite and on PostgreSQL."""
-import importlib
 import json
-import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -12,52 +10,42 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 
-from contracts.runtime.store import migrate
-from tests.e2e.conftest import redis_db
-
-
-def _clear_cached_settings() -> None:
-    from orchestrator.db import read_sessions, sessions
-    from orchestrator.settings import get_settings
-    if sessions.cache_info().currsize:
-        sessions().kw["bind"].dispose()
-    for cached in (get_settings, sessions, read_sessions):
-        cached.cache_clear()
-    if "orchestrator.api" in sys.modules:
-        sys.modules["orchestrator.api"].broker_ping.cache_clear()
+from orchestrator.api import create_api
+from orchestrator.bootstrap import Orchestrator, bootstrap
+from orchestrator.catalog import seed
+from orchestrator.models import MIGRATIONS
+from orchestrator.settings import Settings
+from runtime.migrations import migrate
+from tests.support.redis_dbs import RedisDbs
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def client(request: pytest.FixtureRequest, redis_url: str,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    """The app on a migrated, seeded database of its own: one per backend for the module."""
+def orchestrator(request: pytest.FixtureRequest, redis_dbs: RedisDbs,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orchestrator]:
+    """The orchestrator on a migrated, seeded database of its own: one per backend."""
     if request.param == "sqlite":
         db_url = f"sqlite:///{tmp_path_factory.mktemp('api')}/orchestrator.db"
     else:
         db_url = request.getfixturevalue("make_pg_database")()
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        # Settings and engines are cached per process: set the environment, then clear them.
-        monkeypatch.setenv("ORCHESTRATOR_DATABASE_URL", db_url)
-        monkeypatch.setenv("REDIS_URL", redis_db(redis_url, 7))  # DB 7 is these tests' own
-        _clear_cached_settings()
-        from orchestrator import broker, catalog
-        from orchestrator.api import api
-        from orchestrator.db import MIGRATIONS, sessions
-        if broker.app.conf.broker_url != redis_db(redis_url, 7):
-            importlib.reload(broker)  # imported earlier in this process under another REDIS_URL
+    with redis_dbs.lend() as redis_url:
+        orch = bootstrap(Settings(database_url=db_url, redis_url=redis_url))
         migrate(db_url, MIGRATIONS)
-        catalog.seed(sessions())
-        with TestClient(api, raise_server_exceptions=False) as test_client:
-            yield test_client
-    _clear_cached_settings()
+        seed(orch.db.sessions)
+        yield orch
+        orch.db.dispose()
+
+
+@pytest.fixture(scope="module")
+def client(orchestrator: Orchestrator) -> Iterator[TestClient]:
+    with TestClient(create_api(orchestrator), raise_server_exceptions=False) as test_client:
+        yield test_client
 
 
 @pytest.fixture
-def queries(client: TestClient) -> Iterator[list[str]]:
+def queries(orchestrator: Orchestrator) -> Iterator[list[str]]:
     """Every SQL statement the app runs from here on."""
-    from orchestrator.db import sessions
     seen: list[str] = []
-    engine = sessions().kw["bind"]
+    engine = orchestrator.db.engine
 
     def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         seen.append(statement)

@@ -1,20 +1,18 @@
-"""A real payment worker fed everything CELERY_NOTES.md says kills or silently drops messages:
+"""A real payment worker fed everything docs/celery-notes.md says kills or silently drops messages:
 it survives, and each one lands in its dead-letter store with the payload and the error."""
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import psutil
 import pytest
 import redis
 from kombu import Connection
 
-from contracts.runtime.app import make_app
-from tests.e2e.conftest import wait_for
-from tests.integration.conftest import saga_replies
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.paths import ROOT
+from tests.support.replies import saga_replies
+from tests.support.replies import sender as make_sender
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture
@@ -37,7 +35,7 @@ def test_junk_never_stops_the_worker_and_nothing_is_lost(payment_worker):
         conn.Producer().publish(b"\x00{broken", routing_key="payment", content_type="application/json",
                                 content_encoding="utf-8",
                                 headers={"task": "payment.authorize", "id": "undecodable-1"})
-    sender = make_app("test", env["REDIS_URL"])
+    sender = make_sender(env["REDIS_URL"])
     sender.send_task("payment.no_such_task", args=({"order_id": "o-unknown"},), queue="payment")
     sender.send_task("payment.authorize", args=(1, 2, 3), queue="payment")  # wrong arguments
     sender.send_task("payment.authorize", args=({"order": {"order_id": "o-schema"}},))
@@ -70,7 +68,7 @@ def test_a_message_whose_deliveries_keep_dying_is_dead_lettered_as_poison(paymen
     message = {"order_id": "o-poison"}
     # five earlier deliveries of this very message died mid-run (as a kill -9 leaves them)
     client.set("saga:deliveries:o-poison:payment.refund:0", 5)
-    sender = make_app("test", env["REDIS_URL"])
+    sender = make_sender(env["REDIS_URL"])
     sender.send_task("payment.refund", args=(message,), task_id="o-poison:payment.refund")
     [letter] = wait_for(lambda: [d for d in dead_letters(env) if d["order_id"] == "o-poison"],
                         timeout=20, what="the poison dead letter")
@@ -89,7 +87,7 @@ def test_a_message_whose_deliveries_keep_dying_is_dead_lettered_as_poison(paymen
 def test_sending_the_same_step_again_and_again_is_never_poison(payment_worker):
     env, _ = payment_worker
     client = redis.Redis.from_url(env["REDIS_URL"])
-    sender = make_app("test", env["REDIS_URL"])
+    sender = make_sender(env["REDIS_URL"])
     replies: dict = {}
     for _ in range(7):  # as the sweeper re-sends a stalled saga's chain, with the same task id
         sender.send_task("payment.refund", args=({"order_id": "o-again"},),

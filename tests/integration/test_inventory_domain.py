@@ -5,7 +5,7 @@ import pytest
 
 from contracts.messages import OrderLine, PaymentAuthorized, ReleaseStock, SagaOrder
 from services.inventory import handlers
-from services.inventory.db import MIGRATIONS
+from services.inventory.models import MIGRATIONS
 from services.inventory.models import Reservation, Stock
 
 

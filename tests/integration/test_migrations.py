@@ -15,23 +15,19 @@ from alembic.migration import MigrationContext
 from sqlalchemy import MetaData, create_engine, inspect, text
 from sqlalchemy.pool import NullPool
 
-from contracts.runtime.store import downgrade, migrate
-from orchestrator import db as orchestrator_db
 from orchestrator import models as orchestrator_models
-from services.inventory import db as inventory_db
+from runtime.migrations import downgrade, migrate
 from services.inventory import models as inventory_models
-from services.notify import db as notify_db
 from services.notify import models as notify_models
-from services.payment import db as payment_db
 from services.payment import models as payment_models
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 MIGRATION_SETS = {
-    "orchestrator": (orchestrator_db.MIGRATIONS, orchestrator_models.Base.metadata),
-    "payment": (payment_db.MIGRATIONS, payment_models.Base.metadata),
-    "inventory": (inventory_db.MIGRATIONS, inventory_models.Base.metadata),
-    "notify": (notify_db.MIGRATIONS, notify_models.Base.metadata),
+    "orchestrator": (orchestrator_models.MIGRATIONS, orchestrator_models.Base.metadata),
+    "payment": (payment_models.MIGRATIONS, payment_models.Base.metadata),
+    "inventory": (inventory_models.MIGRATIONS, inventory_models.Base.metadata),
+    "notify": (notify_models.MIGRATIONS, notify_models.Base.metadata),
 }
 
 

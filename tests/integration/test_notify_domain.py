@@ -4,7 +4,7 @@ import pytest
 from contracts.messages import OrderLine, SagaOrder, SendFailureNotice, StockReserved
 from devstack.smtp import read_mails
 from services.notify import handlers
-from services.notify.db import MIGRATIONS
+from services.notify.models import MIGRATIONS
 from services.notify.mailer import SmtpMailer, SmtpUnavailable
 
 SENDER = "Orders <orders@saga.localhost>"

@@ -4,17 +4,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import redis
 from sqlalchemy import Engine, text
 
 from contracts.messages import StepFailed, StepReply
 from contracts.names import Queue, Task
-from contracts.runtime.app import make_app
-from contracts.runtime.store import make_engine
 from orchestrator import orders
 from orchestrator.schemas import OrderIn
-from tests.e2e.conftest import redis_db, wait_for
-from tests.integration.conftest import ROOT
+from runtime.db import make_engine
+from tests.support.paths import ROOT
+from tests.support.replies import sender
+from tests.support.waiting import wait_for
 
 
 @contextmanager
@@ -23,9 +22,7 @@ def saga_worker(redis_url: str, tmp_path: Path) -> Iterator[tuple[Engine, str, "
     saga worker on it and send it messages."""
     from devstack.supervisor import Supervisor
     url = f"sqlite:///{tmp_path}/orchestrator.db"
-    env = {"REDIS_URL": redis_db(redis_url, 7), "PYTHONPATH": str(ROOT),
-           "ORCHESTRATOR_DATABASE_URL": url}
-    redis.Redis.from_url(env["REDIS_URL"]).flushdb()  # DB 7 is these tests' own
+    env = {"REDIS_URL": redis_url, "PYTHONPATH": str(ROOT), "ORCHESTRATOR_DATABASE_URL": url}
     db = make_engine(url)
     with Supervisor(log_dir=tmp_path / "log", cwd=ROOT) as supervisor:
         supervisor.run_once("migrate", [sys.executable, "-m", "orchestrator", "migrate"], env)
@@ -39,7 +36,7 @@ def saga_worker(redis_url: str, tmp_path: Path) -> Iterator[tuple[Engine, str, "
 class Sender:
     def __init__(self, supervisor, env) -> None:
         self.supervisor, self.env = supervisor, env
-        self.app = make_app("test-sender", env["REDIS_URL"])
+        self.app = sender(env["REDIS_URL"])
 
     def start(self) -> None:
         self.supervisor.add("saga", [sys.executable, "-m", "orchestrator", "saga-worker",
@@ -59,8 +56,8 @@ def events(db: Engine, order_id: str) -> list:
             {"id": order_id}))
 
 
-def test_a_reply_that_meets_its_database_away_is_applied_once_it_is_back(redis_url, tmp_path):
-    with saga_worker(redis_url, tmp_path) as (db, order_id, saga):
+def test_a_reply_that_meets_its_database_away_is_applied_once_it_is_back(redis_db, tmp_path):
+    with saga_worker(redis_db, tmp_path) as (db, order_id, saga):
         # the saga's tables gone for a moment: what a locked or restarting database looks like
         # to the reply handler (an OperationalError)
         with db.begin() as conn:
@@ -76,8 +73,8 @@ def test_a_reply_that_meets_its_database_away_is_applied_once_it_is_back(redis_u
                         what="the reply to be applied") == [(Task.AUTHORIZE_PAYMENT, "succeeded")]
 
 
-def test_a_step_that_raised_is_compensated_and_the_order_fails(redis_url, tmp_path):
-    with saga_worker(redis_url, tmp_path) as (db, order_id, saga):
+def test_a_step_that_raised_is_compensated_and_the_order_fails(redis_db, tmp_path):
+    with saga_worker(redis_db, tmp_path) as (db, order_id, saga):
         saga.start()
         saga.send(Task.STEP_FAILED, StepFailed(order_id=order_id, step=Task.AUTHORIZE_PAYMENT))
         assert wait_for(lambda: events(db, order_id), timeout=60,

@@ -5,10 +5,9 @@ from sqlalchemy import create_engine, text
 
 from contracts.messages import (AuthorizePayment, OrderLine, PaymentAuthorized, ReleaseStock,
                                 SagaOrder, StockReserved)
-from contracts.runtime.app import make_app
 from devstack.smtp import read_mails
-from tests.e2e.conftest import wait_for
-from tests.integration.conftest import saga_replies
+from tests.support.replies import saga_replies, sender
+from tests.support.waiting import wait_for
 
 
 def order(order_id: str, sku: str = "BOOK-1", quantity: int = 2) -> SagaOrder:
@@ -28,7 +27,7 @@ class Saga:
     """Sends tasks by name, as the orchestrator does, and reads the replies on queue `saga`."""
 
     def __init__(self, env):
-        self.app = make_app("test-saga", env["REDIS_URL"])
+        self.app = sender(env["REDIS_URL"])
         self.redis = redis.Redis.from_url(env["REDIS_URL"])
         self.replies: dict = {}
 
@@ -79,7 +78,9 @@ def test_the_pivot_tells_the_saga_at_once_and_hands_the_order_on(service_worker,
     from celery import chain
     env, _ = service_worker("inventory", db_url)
     saga = Saga(env)
-    paid = PaymentAuthorized(order=order("t-pivot"), authorization_id="a", amount_cents=1)
+    # the saga's first message asks to hear of its pivot at once, and the chain carries it on
+    paid = PaymentAuthorized(order=order("t-pivot"), authorization_id="a", amount_cents=1,
+                             report_at_once=["inventory.reserve"])
     chain(saga.app.signature("inventory.reserve", args=(paid.model_dump(mode="json"),),
                              queue="inventory"),
           saga.app.signature("notify.order_confirmed", queue="notify")).apply_async()

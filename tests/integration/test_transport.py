@@ -3,23 +3,18 @@ import pytest
 import redis
 from kombu import Connection
 
-from tests.e2e.conftest import redis_db
+from runtime.deadletters import LoggedOnly
+from runtime.transport import transport_for
 
 QUEUE = "transport-test"
 
 
-@pytest.fixture
-def url(redis_url: str) -> str:
-    url = redis_db(redis_url, 9)  # this file's own DB
-    redis.Redis.from_url(url).flushdb()
-    return url
-
-
-def test_closing_a_lost_connection_with_unacked_messages_is_a_connection_error(url):
+def test_closing_a_lost_connection_with_unacked_messages_is_a_connection_error(redis_db):
+    url = redis_db
     # What Celery does when Redis goes away mid-run: it closes the connection, the transport
     # drops its client, and the channel restores what it holds unacked. That used to raise an
     # AttributeError, which ended the worker ("Unrecoverable error").
-    conn = Connection(url, transport="contracts.runtime.transport:Transport")
+    conn = Connection(url, transport=transport_for(LoggedOnly()))
     channel = conn.default_channel
     queue = conn.SimpleQueue(QUEUE).queue
     conn.Producer(channel).publish({"n": 1}, routing_key=QUEUE, declare=[queue])

@@ -1,4 +1,4 @@
-from contracts.runtime.store import run_migrations
+from runtime.migrations import run_migrations
 from services.notify.models import Base
 
 run_migrations(Base.metadata)

@@ -1,37 +1,32 @@
-"""The command line every service offers: `python -m services.X migrate|worker|dead-letters`."""
+"""The command line every process offers: `python -m services.X migrate|worker|dead-letters`
+(and the orchestrator's `api` and `saga-worker`). Each command builds the process once, through
+its composition root."""
 import argparse
 import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
-from celery import Celery
 from celery.signals import after_setup_logger
-from sqlalchemy import select
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
-from contracts.names import queue_of
-from contracts.runtime.app import quiet_celery_task_lines
-from contracts.runtime.store import migrate, revision
-from contracts.runtime.store import utcnow
-
+from runtime.celery_app import quiet_celery_task_lines
+from runtime.migrations import migrate, revision
+from runtime.process import Process
 
 @dataclass(frozen=True)
 class ServiceCli:
     name: str                      # also the queue it consumes
     description: str
-    database_url: Callable[[], str]
     migrations: Path
-    app: Callable[[], Celery]
-    sessions: Callable[[], sessionmaker]  # type: ignore[type-arg]
-    dead_letter_model: type
-    seed: Callable[[sessionmaker], None] | None = None  # type: ignore[type-arg]
+    bootstrap: Callable[[], Process]
+    seed: "Callable[[sessionmaker[Session]], None] | None" = None
     default_concurrency: int = 8
     worker_command: str = "worker"
     package: str = ""  # for --help; services.<name> unless given
-    extend: Callable[[Any], None] | None = None  # adds process-specific subcommands
+    extend: "Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None] | None" = None
 
     def main(self, argv: Sequence[str] | None = None) -> int:
         args = self.parser().parse_args(argv)
@@ -75,14 +70,15 @@ class ServiceCli:
         return parser
 
     def migrate(self, _args: argparse.Namespace) -> None:
-        migrate(self.database_url(), self.migrations)
+        process = self.bootstrap()
+        migrate(process.settings.database_url, self.migrations)
         if self.seed is not None:
-            self.seed(self.sessions())
+            self.seed(process.db.sessions)
         print(f"{self.name}: database at head")
 
     def worker(self, args: argparse.Namespace) -> None:
         after_setup_logger.connect(quiet_celery_task_lines, weak=False)
-        self.app().worker_main([
+        self.bootstrap().app.worker_main([
             "worker", "-Q", self.name, "-n", args.hostname, "--pool", args.pool,
             "-c", str(args.concurrency), "-l", args.loglevel,
             # gossip and mingle only slow the start down; nothing here uses them
@@ -90,31 +86,19 @@ class ServiceCli:
         ])
 
     def list_dead_letters(self, args: argparse.Namespace) -> None:
-        model = self.dead_letter_model
-        with self.sessions().begin() as session:
-            query = select(model).order_by(model.id)
-            if not args.all:
-                query = query.where(model.retried_at.is_(None))
-            for row in session.scalars(query):
-                print(json.dumps({"id": row.id, "task": row.task, "order_id": row.order_id,
-                                  "created_at": row.created_at.isoformat(), "error": row.error,
-                                  "payload": row.payload, "retried_at": row.retried_at and
-                                  row.retried_at.isoformat()}))
+        for letter in self.bootstrap().dead_letters.list(include_retried=args.all):
+            print(json.dumps(letter))
 
     def retry_dead_letter(self, args: argparse.Namespace) -> int:
-        with self.sessions().begin() as session:
-            row = session.get(self.dead_letter_model, args.id)
-            if row is None:
-                print(f"no dead letter {args.id}")
-                return 1
-            try:
-                queue_of(row.task)
-                payload = json.loads(row.payload)
-            except ValueError:
-                print(f"dead letter {args.id} is not a message of ours ({row.task}): "
-                      "nothing to re-drive it to; it stays listed for the record")
-                return 1
-            self.app().send_task(row.task, args=(payload,))
-            row.retried_at = utcnow()
-        print(f"re-sent dead letter {args.id} to {row.task}")
+        process = self.bootstrap()
+
+        def send(task: str, payload: Any) -> None:
+            process.app.send_task(task, args=(payload,))
+
+        try:
+            task = process.dead_letters.redrive(args.id, send)
+        except LookupError as missing:
+            print(missing.args[0])
+            return 1
+        print(f"re-sent dead letter {args.id} to {task}")
         return 0

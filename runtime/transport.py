@@ -1,6 +1,9 @@
 """kombu's Redis transport, except that junk on a queue is dead-lettered instead of stopping the
 worker: stock kombu decodes what BRPOP returns inside the event loop, and one non-JSON item
-there ends the worker's main process ("Unrecoverable error"). Pinned to kombu 5.7."""
+there ends the worker's main process ("Unrecoverable error"). Pinned to kombu 5.7.
+
+Each app gets a transport class of its own (`transport_for`), carrying the app's dead-letter
+store: kombu builds transports from a class, not from an app."""
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -11,7 +14,7 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from contracts.runtime import deadletters
+from runtime.deadletters import DeadLetterSink
 
 ENVELOPE_KEYS = ("body", "properties")
 
@@ -28,7 +31,7 @@ def decode_envelope(item: bytes | str) -> dict[str, Any]:
     return envelope
 
 
-class Channel(redis.Channel):  # type: ignore[misc]
+class Channel(redis.Channel):
     _shared_client: Any = None
 
     @contextmanager
@@ -74,7 +77,7 @@ class Channel(redis.Channel):  # type: ignore[misc]
                 envelope = decode_envelope(item)
             except DecodeError as exc:
                 raw = item.decode("utf-8", "replace") if isinstance(item, bytes) else item
-                deadletters.record(f"<junk on queue {dest}>", None, raw, str(exc))
+                self.connection.dead_letters.record(f"<junk on queue {dest}>", None, raw, str(exc))
                 return True
             self.connection._deliver(envelope, dest)
             return True
@@ -83,5 +86,11 @@ class Channel(redis.Channel):  # type: ignore[misc]
             self._flush_brpop_reauth()
 
 
-class Transport(redis.Transport):  # type: ignore[misc]
+class Transport(redis.Transport):
     Channel = Channel
+    dead_letters: DeadLetterSink
+
+
+def transport_for(dead_letters: DeadLetterSink) -> type[Transport]:
+    """kombu's Redis transport, dead-lettering junk into this store."""
+    return type("DeadLetteringTransport", (Transport,), {"dead_letters": dead_letters})

@@ -1,9 +1,10 @@
-"""The worker's consumer, keeping what Celery would otherwise ack or reject into nothing."""
+"""The worker's consumer, keeping what Celery would otherwise ack or reject into nothing: an
+undecodable body, a message that is not a task, an unknown or invalid task go to the app's dead
+letters (`runtime.deadletters`) before Celery acks or rejects them."""
 from typing import Any
 
 from celery.worker.consumer import Consumer
 
-from contracts.runtime import deadletters
 
 
 def _raw(message: Any) -> Any:
@@ -19,19 +20,19 @@ def _task_name(message: Any) -> str:
     return str(headers.get("task") or "<no task name>")
 
 
-class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
+class DeadLetteringConsumer(Consumer):
     def on_decode_error(self, message: Any, exc: Exception) -> None:
-        deadletters.record(_task_name(message), None, _raw(message), f"undecodable body: {exc}")
+        self.app.dead_letters.record(_task_name(message), None, _raw(message), f"undecodable body: {exc}")
         super().on_decode_error(message, exc)
 
     def on_unknown_message(self, body: Any, message: Any) -> None:
-        deadletters.record("<not a task message>", None, _raw(message), "unknown message format")
+        self.app.dead_letters.record("<not a task message>", None, _raw(message), "unknown message format")
         super().on_unknown_message(body, message)
 
     def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
-        deadletters.record(_task_name(message), None, _raw(message), f"unknown task: {exc}")
+        self.app.dead_letters.record(_task_name(message), None, _raw(message), f"unknown task: {exc}")
         super().on_unknown_task(body, message, exc)
 
     def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
-        deadletters.record(_task_name(message), None, _raw(message), f"invalid task: {exc}")
+        self.app.dead_letters.record(_task_name(message), None, _raw(message), f"invalid task: {exc}")
         super().on_invalid_task(body, message, exc)

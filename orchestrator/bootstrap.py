@@ -1,0 +1,36 @@
+"""The orchestrator's composition root: the API and the saga worker are built here, once, from
+the settings; nothing connects or reads a setting at import."""
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+
+from orchestrator import tasks
+from orchestrator.api import create_api
+from orchestrator.models import DeadLetter
+from orchestrator.outbox import SentMarks
+from orchestrator.settings import Settings
+from runtime.celery_app import make_app
+from runtime.db import Database
+from runtime.deadletters import DeadLetters
+from runtime.process import Process
+
+
+@dataclass(frozen=True)
+class Orchestrator(Process):
+    settings: Settings
+    marks: SentMarks  # outbox rows the API published, marked sent in batches
+
+
+def bootstrap(settings: Settings | None = None) -> Orchestrator:
+    settings = settings or Settings()
+    db = Database.at(settings.database_url)
+    dead_letters = DeadLetters(db.sessions, DeadLetter)
+    # the API publishes with this app, the saga worker consumes with it
+    app = make_app("saga", settings.redis_url, dead_letters)
+    tasks.register(app, db, settings)
+    return Orchestrator(settings, db, dead_letters, app, SentMarks(db.sessions))
+
+
+def api() -> FastAPI:
+    """uvicorn's factory (`--factory orchestrator.bootstrap:api`): one per uvicorn process."""
+    return create_api(bootstrap())

@@ -1,0 +1,84 @@
+"""The Celery app every process builds, with the settings they must all share. Redis keeps no
+delivery count and no dead-letter exchange, so these are the settings that make delivery
+at-least-once (see docs/celery-notes.md)."""
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from celery import Celery
+
+from contracts.names import Queue, queue_of
+from runtime.deadletters import DeadLetterSink
+from runtime.guard import Guard, guard_for
+from runtime.retries import PATIENT_PUBLISH
+from runtime.step import SagaStep
+from runtime.transport import transport_for
+
+# A message a worker took but did not ack comes back after this many seconds. It must exceed the
+# longest task plus the longest retry countdown (runtime.retries.MAX_RETRY_COUNTDOWN_S), or a
+# healthy task runs twice; and every app on one Redis DB must use the same value (the shortest
+# wins).
+VISIBILITY_TIMEOUT_S = 600
+
+
+class SagaApp(Celery):
+    """A Celery app that knows where its process keeps dead letters and how it guards a
+    delivery: set once by the composition root, read by the tasks, the consumer and the
+    transport of this app (never through a module-level global)."""
+
+    dead_letters: DeadLetterSink
+    guard: Guard
+
+    def step(self, name: str, **options: Any) -> Callable[[Callable[..., Any]], SagaStep]:
+        """Declare a saga step of this app, and of this app only (Celery would otherwise add
+        it to every app finalized later in the process), created at once so that a wrong
+        option fails here. The options are SagaStep's and celery.Task's."""
+        declare: Callable[[Callable[..., Any]], SagaStep] = self.task(
+            name=name, base=SagaStep, shared=False, lazy=False, **options)
+        return declare
+
+
+def route_by_namespace(name: str, args: Any, kwargs: Any, options: Any, task: Any = None,
+                       **kw: Any) -> dict[str, str] | None:
+    try:
+        return {"queue": queue_of(name)}
+    except ValueError:
+        return None
+
+
+def make_app(main: str, broker_url: str, dead_letters: DeadLetterSink) -> SagaApp:
+    app = SagaApp(main, broker=broker_url, set_as_current=False)
+    app.dead_letters = dead_letters
+    app.guard = guard_for(broker_url)
+    if broker_url.startswith("redis://"):
+        # junk on a queue is dead-lettered instead of ending the worker (transport.py)
+        app.conf.broker_transport = transport_for(dead_letters)
+    app.conf.update(
+        worker_consumer="runtime.consumer:DeadLetteringConsumer",
+        task_publish_retry_policy=PATIENT_PUBLISH,
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        result_backend=None,
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        task_routes=(route_by_namespace,),
+        task_create_missing_queues=True,
+        task_default_queue=Queue.SAGA if main == "saga" else "celery",
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        enable_utc=True,
+    )
+    return app
+
+
+def quiet_celery_task_lines(**_: Any) -> None:
+    # Every step logs one structured line of its own (order id, outcome, attempt, duration);
+    # Celery's two INFO lines per task ("received", "succeeded in") only repeat it, at a cost
+    # on every message. Its warnings and errors (retries given up, crashes) still show.
+    for name in ("celery.app.trace", "celery.worker.strategy"):
+        logging.getLogger(name).setLevel(logging.WARNING)

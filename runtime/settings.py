@@ -1,0 +1,14 @@
+"""The settings base every process's `Settings` extends: environment variables with local
+defaults. Read by a composition root (`bootstrap()`), never at import."""
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ProcessSettings(BaseSettings):
+    """What every process needs: the broker and its own database. A subclass sets its
+    `env_prefix` (`PAYMENT_` reads `PAYMENT_DATABASE_URL`) and its default database."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias="REDIS_URL")
+    database_url: str = "sqlite:///var/process.db"

@@ -1,0 +1,36 @@
+"""Orders as a user sees them: the HTTP body, the order's end, its e-mail."""
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from devstack.smtp import read_mails
+from tests.support.waiting import wait_for
+
+TERMINAL = {"confirmed", "failed"}
+
+
+def order_body(sku: str = "BOOK-1", quantity: int = 1, token: str = "tok_visa",
+               email: str = "ada@example.com") -> dict[str, Any]:
+    return {"customer_email": email, "items": [{"sku": sku, "quantity": quantity}],
+            "payment_token": token}
+
+
+def wait_terminal(api: httpx.Client, order_id: str, timeout: float = 60) -> dict[str, Any]:
+    def terminal() -> dict[str, Any] | None:
+        order: dict[str, Any] = api.get(f"/orders/{order_id}").json()
+        return order if order["status"] in TERMINAL else None
+    result: dict[str, Any] = wait_for(terminal, timeout, what=f"order {order_id} to end")
+    return result
+
+
+def mails_for(maildir: Path, order_id: str) -> list[Any]:
+    return [m for m in read_mails(maildir) if order_id in str(m["Subject"])]
+
+
+def wait_mail(maildir: Path, order_id: str, timeout: float = 30) -> Any:
+    return wait_for(lambda: mails_for(maildir, order_id), timeout, what=f"mail for {order_id}")[0]
+
+
+def step_names(order: dict[str, Any], status: str | None = None) -> list[str]:
+    return [s["name"] for s in order["steps"] if status is None or s["status"] == status]
