@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test lint-imports venv clean chaos bench
+.PHONY: run test test-fast lint typecheck lint-imports venv clean chaos bench
 
 venv: $(VENV)/.installed
 
@@ -15,18 +15,30 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 run: venv
 	$(PY) -m devstack run
 
+# Boundaries between the parts (.importlinter), lint (ruff) and types (mypy strict): pyproject.toml
 lint-imports: venv
 	$(VENV)/bin/lint-imports
 
-test: venv lint-imports
+lint: venv
+	$(VENV)/bin/ruff check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+# Everything: the checks above, then unit, integration and end-to-end tests
+test: venv lint-imports lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The quick loop: the unit tests alone (no server of any kind)
+test-fast: venv
+	$(PY) -m pytest -m unit -q $(PYTEST_ARGS)
 
 # The saga against bare Celery, in one run: python -m bench --help (e.g. BENCH_ARGS=--quick)
 bench: venv
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf var .pytest_cache
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache
 
 chaos: venv
 	$(PY) -m chaos $(CHAOS_ARGS)

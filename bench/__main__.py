@@ -94,8 +94,8 @@ def parser() -> argparse.ArgumentParser:
 def _counts(text: str) -> list[int]:
     try:
         counts = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected counts like 1,2,4, got {text!r}")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected counts like 1,2,4, got {text!r}") from exc
     if not counts or min(counts) < 1:
         raise argparse.ArgumentTypeError(f"expected counts of at least 1, got {text!r}")
     return counts

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 import redis
 from celery import Celery, chain
@@ -68,8 +68,8 @@ def bare_chain(app: Celery, chain_id: str) -> Any:
     payload = {**PAYLOAD, "id": chain_id}
     # named in argsrepr like the saga's messages: the baseline pays none of the saga's savings
     first, *rest = (app.signature(name, queue=queue, **brief(chain_id))
-                    for name, queue in zip(TASKS, QUEUES))
-    first.args = (payload,)
+                    for name, queue in zip(TASKS, QUEUES, strict=True))
+    first["args"] = (payload,)  # what `first.args = ...` does (celery-types: read-only)
     return chain(first, *rest)
 
 
@@ -77,7 +77,7 @@ def bare_chain(app: Celery, chain_id: str) -> Any:
 
 def sequential(app: Celery, client: redis.Redis, n: int, _: dict[str, int]) -> dict[str, Any]:
     """One chain at a time: publish, wait for its end, next."""
-    results = []
+    results: list[dict[str, Any]] = []
     for index in range(n):
         chain_id = uuid.uuid4().hex
         started = time.time()
@@ -98,7 +98,7 @@ def burst(app: Celery, client: redis.Redis, n: int, watched: dict[str, int]) -> 
         chain_id = uuid.uuid4().hex
         starts[chain_id] = time.time()
         bare_chain(app, chain_id).apply_async()
-    results = []
+    results: list[dict[str, Any]] = []
     while len(results) < n:
         done_id, ended = _pop(client, timeout=60)
         results.append({"id": done_id, "start": starts.pop(done_id), "end": ended})
@@ -110,7 +110,8 @@ def burst(app: Celery, client: redis.Redis, n: int, watched: dict[str, int]) -> 
 
 
 def _pop(client: redis.Redis, timeout: float) -> tuple[str, float]:
-    item = client.blpop([DONE_KEY], timeout=timeout)
+    # redis-py types BLPOP's reply as a list (or an Awaitable of one); on a timeout it is None
+    item = cast(list[bytes] | None, client.blpop([DONE_KEY], timeout=timeout))
     if item is None:
         raise RuntimeError(f"no chain ended within {timeout:g} s: are the bare workers running?")
     done_id, ended = json.loads(item[1])
@@ -128,6 +129,17 @@ def _progress(done: int, total: int, what: str) -> None:
 
 
 # -- command line --------------------------------------------------------------------------------
+
+def work(app: Celery, queue: str, pool: str, concurrency: int) -> None:
+    """Consume `queue` until the worker shuts down. (celery-types declares worker_main NoReturn,
+    but it returns once the worker stops: main() goes on to `return 0`.)"""
+    # the services' worker command line and logging (runtime/cli.py), queue for
+    # queue: Celery's own two INFO lines per task quieted as in the saga's workers
+    after_setup_logger.connect(quiet_celery_task_lines, weak=False)
+    app.worker_main(["worker", "-Q", queue, "-n", f"bare-{queue}@%h",
+                     "--pool", pool, "-c", str(concurrency), "-l", "INFO",
+                     "--without-gossip", "--without-mingle"])
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bare", description=__doc__,
@@ -147,12 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     app = build_app()
     if args.command == "worker":
-        # the services' worker command line and logging (runtime/cli.py), queue for
-        # queue: Celery's own two INFO lines per task quieted as in the saga's workers
-        after_setup_logger.connect(quiet_celery_task_lines, weak=False)
-        app.worker_main(["worker", "-Q", args.queue, "-n", f"bare-{args.queue}@%h",
-                         "--pool", args.pool, "-c", str(args.concurrency), "-l", "INFO",
-                         "--without-gossip", "--without-mingle"])
+        work(app, args.queue, args.pool, args.concurrency)
         return 0
     client = redis.Redis.from_url(broker_url())
     client.delete(DONE_KEY)

@@ -4,6 +4,7 @@ GETs that follow are left out), and count their own as "client"."""
 import os
 import resource
 from collections.abc import Mapping
+from typing import Any, cast
 
 import psutil
 import redis
@@ -19,7 +20,7 @@ def parse_watch(text: str) -> dict[str, int]:
 
 
 def snapshot(pids: Mapping[str, int]) -> dict[str, float]:
-    seconds = {}
+    seconds: dict[str, float] = {}
     others = {*pids.values(), os.getpid()}
     for name, pid in pids.items():
         try:
@@ -66,8 +67,9 @@ def per_item_ms(seconds: Mapping[str, float], items: int) -> dict[str, float]:
     return ms
 
 
-def redis_calls(client: "redis.Redis[bytes]") -> dict[str, int]:
+def redis_calls(client: redis.Redis) -> dict[str, int]:
     """Commands the Redis server has run so far, by command (INFO commandstats)."""
-    stats = client.info("commandstats")
+    # redis-py types a command's reply as "the reply or an Awaitable of it"; this client is sync
+    stats = cast(dict[str, dict[str, Any]], client.info("commandstats"))
     return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
 

@@ -54,7 +54,9 @@ class Watcher:
         self.engine = create_engine(database_url, poolclass=NullPool)
         self.raw = self.engine.raw_connection()
         if self.engine.dialect.name == "postgresql":
-            self.raw.driver_connection.autocommit = True  # each look sees the latest commits
+            driver = self.raw.driver_connection
+            assert driver is not None  # None only once a connection is invalidated
+            driver.autocommit = True  # each look sees the latest commits
         # (sqlite3 opens no transaction for a SELECT: each look reads the latest commits)
         self.mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
         self.pending: dict[str, float] = {}  # order id -> when its POST was answered
@@ -67,7 +69,7 @@ class Watcher:
     def look(self) -> None:
         previous, ids = self.last_look, list(self.pending)
         self.last_look = time.time()
-        found = []
+        found: list[tuple[str, str]] = []
         cursor = self.raw.cursor()
         try:
             for index in range(0, len(ids), CHUNK):

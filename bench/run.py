@@ -251,7 +251,7 @@ class Bench:
             result = drive("bench.bare", "burst", {"chains": n, "watch": watch}, env, self.work)
             burst = result["chains"]
             after = {name: rss_mib(supervisor.pid(name)) for name in supervisor.names}
-        figures = {
+        figures: dict[str, Any] = {
             "chains_per_s": chains_per_s(burst),
             "burst": len(burst),
             "latency_ms": latency_ms([r["end"] - r["start"] for r in one]),
@@ -525,7 +525,8 @@ def breakdown(orders: Sequence[dict[str, Any]]) -> dict[str, float]:
              ("POST sent → confirmed", "start", "confirmed")]
 
     def at(order: dict[str, Any], key: str) -> float:
-        return order[key] if key in order else order["steps"][key]
+        stamp: float = order[key] if key in order else order["steps"][key]
+        return stamp
 
     return {label: round(percentile([(at(o, b) - at(o, a)) * 1000 for o in orders], 50), 2)
             for label, a, b in marks}

@@ -7,6 +7,7 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,14 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     (args.var_dir / "report.json").write_text(json.dumps(
         {"seed": seed, "rows": report.rows, "broken": report.broken}, indent=2, default=str))
     if report.broken:
-        print("BROKEN:\n  " + "\n  ".join(report.broken) + f"\nreplay: python -m chaos --seed {seed}")
+        print("BROKEN:\n  " + "\n  ".join(report.broken)
+              + f"\nreplay: python -m chaos --seed {seed}")
         return 1
     print(f"chaos: every invariant held (seed {seed})")
     return 0
 
 
 def _settle(stack: Stack, placed: list[str], since: float, timeout: float,
-            say: Any) -> tuple[dict[str, dict[str, Any]], float | str]:
+            say: Callable[[str], None]) -> tuple[dict[str, dict[str, Any]], float | str]:
     """Wait until every order ended and its e-mail went out; return the orders as the API shows
     them and how long that took after the last fault."""
     maildir = maildir_of(stack)
@@ -105,7 +107,7 @@ def _settle(stack: Stack, placed: list[str], since: float, timeout: float,
         time.sleep(3)
 
 
-def _printer() -> Any:
+def _printer() -> Callable[[str], None]:
     lock, t0 = threading.Lock(), time.monotonic()
 
     def say(message: str) -> None:

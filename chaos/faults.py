@@ -4,19 +4,22 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import psutil
 import redis
 from kombu.exceptions import DecodeError
 
 from chaos.plan import Fault
-from runtime.transport import decode_envelope
+from devstack.redis_server import EmbeddedRedis
 from devstack.stack import Stack
+from runtime.transport import decode_envelope
 
 
 class Injector:
-    def __init__(self, stack: Stack, say) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, stack: Stack, say: Callable[[str], None]) -> None:
         self.stack, self.say = stack, say
         self.junk_sent = 0
         self.duplicates_sent = 0
@@ -65,8 +68,9 @@ class Injector:
         """Queued messages pushed again, and in-flight (unacked) ones too: redelivery as it is."""
         client = self._client()
         # real messages only: a copy of the junk pushed a moment ago would be junk we did not count
-        copies = [raw for raw in client.lrange(fault.target, 0, 4) if _is_message(raw)]
-        for raw in client.hvals("unacked")[:5]:
+        queued = cast(list[bytes], client.lrange(fault.target, 0, 4))  # a sync client's reply
+        copies = [raw for raw in queued if _is_message(raw)]
+        for raw in cast(list[bytes], client.hvals("unacked"))[:5]:
             payload, _exchange, routing_key = json.loads(raw)
             if routing_key == fault.target:
                 copies.append(json.dumps(payload).encode())
@@ -94,12 +98,12 @@ class Injector:
             self.say("SMTP back")
         threading.Thread(target=back, daemon=True).start()
 
-    def _broker(self):  # type: ignore[no-untyped-def]
+    def _broker(self) -> EmbeddedRedis:
         assert self.stack.redis is not None, "chaos runs on its own embedded redis"
         return self.stack.redis
 
-    def _client(self) -> "redis.Redis[bytes]":
-        for attempt in range(20):
+    def _client(self) -> redis.Redis:
+        for _ in range(20):
             try:
                 client = redis.Redis.from_url(self.stack.env["REDIS_URL"], socket_timeout=5)
                 client.ping()

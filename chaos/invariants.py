@@ -28,7 +28,7 @@ class Report:
     def table(self) -> str:
         width = max(len(r[0]) for r in self.rows)
         lines = [f"{'invariant':<{width}}  {'value':>8}  expected", "-" * (width + 22)]
-        lines += [f"{w:<{width}}  {str(v):>8}  {e}" for w, v, e in self.rows]
+        lines += [f"{w:<{width}}  {v!s:>8}  {e}" for w, v, e in self.rows]
         return "\n".join(lines)
 
 
@@ -61,14 +61,15 @@ def check(orders: dict[str, dict[str, Any]], env: dict[str, str], maildir: Path,
     report.check("double charges or refunds", doubles, doubles == 0, "0")
     stray_refunds = sum(1 for o in refunded if orders.get(o, {}).get("status") != "failed")
     report.check("refunds that don't match a failed order", stray_refunds, stray_refunds == 0, "0")
-    kept = sum(1 for o, d in orders.items() if d["status"] == "failed" and charged[o] and not refunded[o])
+    kept = sum(1 for o, d in orders.items()
+               if d["status"] == "failed" and charged[o] and not refunded[o])
     report.check("failed orders still charged", kept, kept == 0, "0")
     unpaid = sum(1 for o, d in orders.items() if d["status"] == "confirmed" and not charged[o])
     report.check("confirmed orders never charged", unpaid, unpaid == 0, "0")
 
     report.check("oversold units", *_stock(orders, env))
 
-    mails = Counter()
+    mails: Counter[str] = Counter()
     for mail in read_mails(maildir):
         mails.update(o for o in orders if o in str(mail["Subject"]))
     wrong = sum(1 for o in orders if mails[o] != 1)
@@ -76,13 +77,15 @@ def check(orders: dict[str, dict[str, Any]], env: dict[str, str], maildir: Path,
 
     letters = []
     for name in ("ORCHESTRATOR", "PAYMENT", "INVENTORY", "NOTIFY"):
-        letters += [row[0] for row in query(env[f"{name}_DATABASE_URL"], "select task from dead_letters")]
+        letters += [row[0] for row in query(env[f"{name}_DATABASE_URL"],
+                                            "select task from dead_letters")]
     junk = sum(1 for t in letters if t.startswith("<junk on queue"))
     report.check("dead letters: junk", junk, junk == junk_sent, f"{junk_sent} (what was pushed)")
     others = len(letters) - junk
     report.check("dead letters: anything else", others, others == 0, "0")
     report.info("worker restarts", restarts)
-    [(redrives,)] = query(env["ORCHESTRATOR_DATABASE_URL"], "select coalesce(sum(redrives), 0) from orders")
+    [(redrives,)] = query(env["ORCHESTRATOR_DATABASE_URL"],
+                          "select coalesce(sum(redrives), 0) from orders")
     report.info("sagas driven again by the sweeper", redrives)
     return report
 

@@ -6,21 +6,26 @@ WORKER_KINDS = ("payment", "inventory", "notify", "saga")
 PREFORK_KINDS = ("payment", "inventory")  # so there are pool children to kill
 QUEUES = ("payment", "inventory", "notify", "saga")
 
-TOKENS = (("tok_visa", 60), ("tok_chargeDeclined", 8), ("tok_chargeDeclinedInsufficientFunds", 7),
-          ("tok_gatewayFlaky", 15), ("tok_gatewayDown", 10))
-SKUS = (("BOOK-1", 55), ("MUG-1", 20), ("LIMITED-1", 20), ("SOLDOUT-1", 5))
+# (what, weight): how often each payment token and each product comes up
+TOKENS: tuple[tuple[str, int], ...] = (
+    ("tok_visa", 60), ("tok_chargeDeclined", 8), ("tok_chargeDeclinedInsufficientFunds", 7),
+    ("tok_gatewayFlaky", 15), ("tok_gatewayDown", 10))
+SKUS: tuple[tuple[str, int], ...] = (
+    ("BOOK-1", 55), ("MUG-1", 20), ("LIMITED-1", 20), ("SOLDOUT-1", 5))
 
 
 @dataclass(frozen=True)
 class Fault:
     at_s: float
-    kind: str  # kill_main | kill_child | redis_restart | redis_wipe | duplicate | junk | smtp_outage
+    # kill_main | kill_child | redis_restart | redis_wipe | duplicate | junk | smtp_outage
+    kind: str
     target: str = ""
     duration_s: float = 0.0
 
     def __str__(self) -> str:
         what = f"{self.kind} {self.target}".strip()
-        return f"t+{self.at_s:5.1f}s  {what}" + (f" for {self.duration_s:.0f}s" if self.duration_s else "")
+        lasting = f" for {self.duration_s:.0f}s" if self.duration_s else ""
+        return f"t+{self.at_s:5.1f}s  {what}" + lasting
 
 
 @dataclass(frozen=True)
@@ -31,8 +36,8 @@ class Order:
 
 
 def orders(rng: random.Random, count: int) -> list[Order]:
-    tokens, token_weights = zip(*TOKENS)
-    skus, sku_weights = zip(*SKUS)
+    tokens, token_weights = [t for t, _ in TOKENS], [w for _, w in TOKENS]
+    skus, sku_weights = [s for s, _ in SKUS], [w for _, w in SKUS]
     return [Order(sku=rng.choices(skus, sku_weights)[0], quantity=rng.choice((1, 1, 1, 2)),
                   token=rng.choices(tokens, token_weights)[0]) for _ in range(count)]
 

@@ -1,5 +1,5 @@
 """One model per message. Fields may be added; none may be removed or change meaning."""
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
@@ -35,7 +35,7 @@ POISON = "poison_message"  # the step's deliveries kept dying mid-run: treat it 
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class StepReply(Message):
@@ -92,11 +92,14 @@ class StockReserved(ChainMessage):
     reservation_id: str
 
 
+MailKind = Literal["confirmation", "failure_notice"]
+
+
 class MailSent(Message):
     """Output of `notify.order_confirmed` and `notify.order_failed`, the end of the line."""
 
     order_id: str
-    kind: Literal["confirmation", "failure_notice"]
+    kind: MailKind
     message_id: str
 
 

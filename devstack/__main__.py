@@ -20,9 +20,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="python -m devstack",
-        description="Run the order saga locally: an embedded Redis and SMTP server (unless REDIS_URL "
-                    "/ SMTP_HOST are set), one SQLite file per service under the var directory "
-                    "(unless the *_DATABASE_URL variables are set), the API and every worker.")
+        description="Run the order saga locally: an embedded Redis and SMTP server (unless "
+                    "REDIS_URL / SMTP_HOST are set), one SQLite file per service under the var "
+                    "directory (unless the *_DATABASE_URL variables are set), the API and every "
+                    "worker.")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser(
         "run", help="start everything and block until Ctrl-C",
@@ -33,7 +34,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, default=None,
                      help="API port (default: $API_PORT, else 8000)")
     run.add_argument("--scale", action="append", default=[], metavar="KIND=N",
-                     help=f"run N processes of a worker kind ({', '.join(k for k in PROCESSES if k != 'api')}); "
+                     help="run N processes of a worker kind "
+                          f"({', '.join(k for k in PROCESSES if k != 'api')}); "
                           "repeatable, e.g. --scale inventory=2")
     run.add_argument("--ready-timeout", type=float, default=60,
                      help="seconds to wait for the API's /healthz (default: %(default)s)")
@@ -92,7 +94,8 @@ def _print_welcome(stack: Stack, var_dir: Path) -> None:
     say(f"       logs in {_shown(stack.var_dir / 'log', var_dir)}/; Ctrl-C stops everything")
     say("try:")
     # Bare, with no prefix, so it can be copied in one go.
-    say(f"curl -s -X POST {api}/orders -H 'content-type: application/json' -d '{EXAMPLE_BODY}'", None)
+    say(f"curl -s -X POST {api}/orders -H 'content-type: application/json' "
+        f"-d '{EXAMPLE_BODY}'", None)
 
 
 def _shown(path: Path, var_dir: Path) -> str:

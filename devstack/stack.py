@@ -10,14 +10,13 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TextIO
 
 import httpx
 
 from devstack.net import port_is_free
 from devstack.redis_server import EmbeddedRedis
 from devstack.smtp import MailDropServer
-from devstack.supervisor import Supervisor
+from devstack.supervisor import Out, Supervisor
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,11 +57,11 @@ class StackNotReady(RuntimeError):
 class Stack:
     """Start with start() (or `with Stack(...) as stack:`), then wait_ready(); stop() undoes all."""
 
-    def __init__(self, var_dir: Path, env: Mapping[str, str] | None = None, api_port: int | None = None,
-                 *, workers: Mapping[str, int] | None = None,
+    def __init__(self, var_dir: Path, env: Mapping[str, str] | None = None,
+                 api_port: int | None = None, *, workers: Mapping[str, int] | None = None,
                  process_env: Mapping[str, Mapping[str, str]] | None = None,
                  redis_appendonly: bool = True, repo_root: Path = REPO_ROOT,
-                 out: TextIO | None = None, relay: bool = True) -> None:
+                 out: Out | None = None, relay: bool = True) -> None:
         self.var_dir = Path(var_dir).resolve()
         self.repo_root = Path(repo_root).resolve()
         self.workers = _process_counts(workers or {})
@@ -81,7 +80,8 @@ class Stack:
         for variable, name in DATABASES.items():
             self._env.setdefault(variable, f"sqlite:///{self.var_dir / name}.db")
         self._env.setdefault("API_HOST", "127.0.0.1")
-        self._env["API_PORT"] = str(api_port) if api_port is not None else self._env.get("API_PORT", "8000")
+        self._env["API_PORT"] = (str(api_port) if api_port is not None
+                                 else self._env.get("API_PORT", "8000"))
         self._env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(self.repo_root), self._env.get("PYTHONPATH")) if p)
         if "REDIS_URL" not in self._env:
@@ -138,9 +138,11 @@ class Stack:
         if self.smtp is not None:
             self.smtp.start()
             self._env["SMTP_HOST"], self._env["SMTP_PORT"] = self.smtp.host, str(self.smtp.port)
-            say(f"smtp: embedded server on {self.smtp.host}:{self.smtp.port}, mails land in {self.smtp.maildir}")
+            say(f"smtp: embedded server on {self.smtp.host}:{self.smtp.port}, "
+                f"mails land in {self.smtp.maildir}")
         else:
-            say(f"smtp: using SMTP_HOST={self._env['SMTP_HOST']} SMTP_PORT={self._env.get('SMTP_PORT', '')}")
+            say(f"smtp: using SMTP_HOST={self._env['SMTP_HOST']} "
+                f"SMTP_PORT={self._env.get('SMTP_PORT', '')}")
 
         for args in MIGRATIONS:
             self.supervisor.run_once("migrate", [sys.executable, *args], env=self._env)
@@ -152,7 +154,8 @@ class Stack:
                 if count > 1:
                     # Celery refuses to share a node name between workers; give each its own.
                     argv += ["--hostname", f"{name}@%h"]
-                env = {**self._env, **self.process_env.get(kind, {}), **self.process_env.get(name, {})}
+                env = {**self._env, **self.process_env.get(kind, {}),
+                       **self.process_env.get(name, {})}
                 self.supervisor.add(name, argv, env=env)
 
     def wait_ready(self, timeout: float = 60) -> None:

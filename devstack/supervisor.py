@@ -16,12 +16,20 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, TextIO
+from typing import BinaryIO, Protocol
 
 import psutil
 
 NAME_WIDTH = 12
 LAUNCHER = "devstack"
+
+
+class Out(Protocol):
+    """Where the launcher's lines go: sys.stdout by default, or any text stream."""
+
+    def write(self, text: str, /) -> object: ...
+
+    def flush(self) -> object: ...
 
 
 class ProcessFailed(RuntimeError):
@@ -62,7 +70,7 @@ class _Child:
 class Supervisor:
     """Runs named children; restarts those that die (at most about once per `restart_interval`)."""
 
-    def __init__(self, log_dir: Path | None = None, out: TextIO | None = None,
+    def __init__(self, log_dir: Path | None = None, out: Out | None = None,
                  cwd: Path | None = None, restart_interval: float = 1.0,
                  relay: bool = True) -> None:
         """relay=False (needs log_dir): each child writes straight into its log file, not
@@ -72,7 +80,7 @@ class Supervisor:
             raise ValueError("relay=False needs a log_dir to write the output to")
         self.log_dir = Path(log_dir) if log_dir is not None else None
         self.relay = relay
-        self.out = out if out is not None else sys.stdout
+        self.out: Out = out if out is not None else sys.stdout
         self.cwd = cwd
         self.restart_interval = restart_interval
         self.restarts: dict[str, int] = {}
@@ -102,7 +110,8 @@ class Supervisor:
             for child in children:
                 tail = list(child.recent)[-lines:] if self.relay else _tail(child.log_path, lines)
                 state = "running" if child.exit_code is None else describe_exit(child.exit_code)
-                parts.append(f"--- {child.name} ({state}) ---\n" + ("\n".join(tail) or "(no output)"))
+                parts.append(f"--- {child.name} ({state}) ---\n"
+                             + ("\n".join(tail) or "(no output)"))
             return "\n".join(parts)
 
     # -- children -----------------------------------------------------------------------------
@@ -119,14 +128,16 @@ class Supervisor:
             if self.log_dir is not None:
                 self.log_dir.mkdir(parents=True, exist_ok=True)
                 log_path = self.log_dir / f"{name}.log"
-                log = open(log_path, "ab")  # closed in stop()
+                # no `with`: the file stays open for the child's whole life; closed in stop()
+                log = open(log_path, "ab")  # noqa: SIM115
             child = _Child(name, list(argv), _child_env(env), cwd or self.cwd, restart, log,
                            log_path)
             self._children[name] = child
             self.restarts[name] = 0
             self._spawn(child)
             if self._monitor is None:
-                self._monitor = threading.Thread(target=self._watch, name="devstack-monitor", daemon=True)
+                self._monitor = threading.Thread(target=self._watch, name="devstack-monitor",
+                                                 daemon=True)
                 self._monitor.start()
 
     def pid(self, name: str) -> int | None:
@@ -216,8 +227,9 @@ class Supervisor:
         if not self.relay:
             return  # the child writes its log file itself
         assert proc.stdout is not None
-        child.reader = threading.Thread(target=self._pump, daemon=True, name=f"devstack-{child.name}",
-                                        args=(child.name, proc.stdout, child.recent.append, child.log))
+        child.reader = threading.Thread(
+            target=self._pump, daemon=True, name=f"devstack-{child.name}",
+            args=(child.name, proc.stdout, child.recent.append, child.log))
         child.reader.start()
 
     def _pump(self, name: str, stream: BinaryIO, keep: Callable[[str], None],
@@ -255,11 +267,13 @@ class Supervisor:
             _signal_group(proc.pid, signal.SIGKILL)
             child.exit_code = proc.wait()
             if not child.restart:
-                self.say(f"{child.name} exited ({describe_exit(child.exit_code)}); not restarting it")
+                self.say(f"{child.name} exited ({describe_exit(child.exit_code)}); "
+                         "not restarting it")
                 return
         if not child.restart:
             return
-        # Back off: a child that crashes at once is restarted about once per interval, not in a loop.
+        # Back off: a child that crashes at once is restarted about once per interval, not in a
+        # loop.
         if time.monotonic() < child.started_at + self.restart_interval:
             return
         code = child.exit_code
@@ -267,7 +281,8 @@ class Supervisor:
             self._spawn(child)
         except OSError as error:
             child.started_at = time.monotonic()
-            self.say(f"{child.name} exited ({describe_exit(code)}) and could not be restarted: {error}")
+            self.say(f"{child.name} exited ({describe_exit(code)}) and could not be restarted: "
+                     f"{error}")
             return
         self.restarts[child.name] += 1
         assert child.proc is not None

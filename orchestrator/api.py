@@ -68,9 +68,11 @@ def create_api(orch: "Orchestrator") -> FastAPI:
         except catalog.UnknownSku as unknown:
             raise RequestValidationError([{
                 "loc": ("body", "items", unknown.index, "sku"), "type": "unknown_sku",
-                "msg": f"unknown sku {unknown.sku!r}: not in the catalog", "input": unknown.sku}])
-        except orders.IdempotencyConflict:
-            raise HTTPException(409, "this Idempotency-Key was used with a different request body")
+                "msg": f"unknown sku {unknown.sku!r}: not in the catalog", "input": unknown.sku}]
+            ) from unknown
+        except orders.IdempotencyConflict as conflict:
+            raise HTTPException(
+                409, "this Idempotency-Key was used with a different request body") from conflict
         if placed.order is not None and placed.outbox_id is not None:
             outbox.publish_placed(app, orch.marks, placed.order, placed.outbox_id)
             # answered from what was just stored: nothing has happened to it yet worth a read

@@ -9,10 +9,7 @@ from orchestrator.api import create_api
 from orchestrator.models import DeadLetter
 from orchestrator.outbox import SentMarks
 from orchestrator.settings import Settings
-from runtime.celery_app import make_app
-from runtime.db import Database
-from runtime.deadletters import DeadLetters
-from runtime.process import Process
+from runtime.process import Process, parts
 
 
 @dataclass(frozen=True)
@@ -23,10 +20,8 @@ class Orchestrator(Process):
 
 def bootstrap(settings: Settings | None = None) -> Orchestrator:
     settings = settings or Settings()
-    db = Database.at(settings.database_url)
-    dead_letters = DeadLetters(db.sessions, DeadLetter)
     # the API publishes with this app, the saga worker consumes with it
-    app = make_app("saga", settings.redis_url, dead_letters)
+    db, dead_letters, app = parts("saga", settings, DeadLetter)
     tasks.register(app, db, settings)
     return Orchestrator(settings, db, dead_letters, app, SentMarks(db.sessions))
 

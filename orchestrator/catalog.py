@@ -25,7 +25,8 @@ _PRICES = select(CatalogItem.sku, CatalogItem.price_cents) \
 
 def price(conn: Connection, lines: list[tuple[str, int]]) -> int:
     """The total in cents; raises UnknownSku naming the first line the catalog doesn't have."""
-    prices = dict(conn.execute(_PRICES, {"skus": sorted({sku for sku, _ in lines})}).all())
+    prices = {sku: int(cents) for sku, cents in
+              conn.execute(_PRICES, {"skus": sorted({sku for sku, _ in lines})})}
     for index, (sku, _) in enumerate(lines):
         if sku not in prices:
             raise UnknownSku(index, sku)

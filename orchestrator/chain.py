@@ -5,8 +5,15 @@ from typing import Any
 from celery import Celery, chain
 from celery.canvas import Signature
 
-from contracts.messages import (AuthorizePayment, OrderLine, RefundPayment, ReleaseStock,
-                                SagaOrder, SendFailureNotice, StepFailed)
+from contracts.messages import (
+    AuthorizePayment,
+    OrderLine,
+    RefundPayment,
+    ReleaseStock,
+    SagaOrder,
+    SendFailureNotice,
+    StepFailed,
+)
 from contracts.names import Queue, Task, queue_of
 from orchestrator import saga
 from orchestrator.models import Order
@@ -38,9 +45,9 @@ def forward_chain(app: Celery, order: Order) -> Signature:
     """ONE chain across the three queues; each step gets the previous step's output."""
     first = AuthorizePayment(order=saga_order(order), payment_token=order.payment_token,
                              report_at_once=list(saga.REPORT_AT_ONCE))
-    steps = [signature(app, order.id, step.action) for step in saga.STEPS]
-    steps[0].args = (first.model_dump(mode="json"),)
-    return chain(*steps)
+    head, *rest = saga.STEPS
+    return chain(signature(app, order.id, head.action, (first.model_dump(mode="json"),)),
+                 *(signature(app, order.id, step.action) for step in rest))
 
 
 def message(order: Order, task: str) -> dict[str, Any]:

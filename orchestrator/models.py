@@ -1,9 +1,9 @@
 """The orchestrator's own tables: the orders with their saga state, the timeline, the outbox."""
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, String, Table, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from runtime.db import UtcDateTime, utcnow
@@ -13,7 +13,8 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 class Base(DeclarativeBase):
-    pass
+    # every model here is a plain table: Core statements (insert, update) take it as one
+    __table__: ClassVar[Table]
 
 
 class CatalogItem(Base):

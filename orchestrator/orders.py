@@ -12,7 +12,6 @@ from orchestrator.models import Order, Outbox, SagaEvent
 from orchestrator.schemas import OrderIn
 from runtime.db import utcnow
 
-
 # Core statements, built once: one of these transactions runs for every order placed
 _ADD_ORDER = insert(Order.__table__)
 _OWE = insert(Outbox.__table__).returning(Outbox.__table__.c.id)
@@ -39,20 +38,21 @@ def place(db: Engine, request: OrderIn, idempotency_key: str | None) -> Placed:
         with db.begin() as conn:
             lines = [(line.sku, line.quantity) for line in request.items]
             now = utcnow()
-            row = dict(id=str(uuid.uuid4()), status="pending", reason=None,
-                       customer_email=str(request.customer_email),
-                       items=[{"sku": s, "quantity": q} for s, q in lines],
-                       total_cents=catalog.price(conn, lines), currency=catalog.CURRENCY,
-                       payment_token=request.payment_token, idempotency_key=idempotency_key,
-                       request_fingerprint=fingerprint, compensating=[], compensated=[],
-                       needs_attention=False, closed=False, redrives=0, created_at=now,
-                       updated_at=now)
+            order_id = str(uuid.uuid4())
+            row = {"id": order_id, "status": "pending", "reason": None,
+                   "customer_email": str(request.customer_email),
+                   "items": [{"sku": s, "quantity": q} for s, q in lines],
+                   "total_cents": catalog.price(conn, lines), "currency": catalog.CURRENCY,
+                   "payment_token": request.payment_token, "idempotency_key": idempotency_key,
+                   "request_fingerprint": fingerprint, "compensating": [], "compensated": [],
+                   "needs_attention": False, "closed": False, "redrives": 0, "created_at": now,
+                   "updated_at": now}
             conn.execute(_ADD_ORDER, row)
-            outbox_id = conn.execute(_OWE, {"order_id": row["id"], "task": saga.STEPS[0].action,
+            outbox_id = conn.execute(_OWE, {"order_id": order_id, "task": saga.STEPS[0].action,
                                             "created_at": now, "sent_at": None,
                                             "attempts": 0}).scalar_one()
         # not attached to any session: it only carries the stored values to the response
-        return Placed(row["id"], Order(**row), outbox_id)
+        return Placed(order_id, Order(**row), outbox_id)
     except IntegrityError:
         # the same key raced us in another request and won: answer with its order
         earlier = _by_key(db, idempotency_key or "", fingerprint)

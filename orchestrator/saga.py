@@ -57,7 +57,7 @@ def on_succeeded(state: SagaState, step: str) -> Decision:
         if not state.compensating or state.compensating[0] != step:
             return Decision(state)  # a duplicate reply
         return _compensate_next(replace(state, compensating=state.compensating[1:],
-                                        compensated=state.compensated + (step,)))
+                                        compensated=(*state.compensated, step)))
     if step == ON_FAILURE:
         return Decision(replace(state, closed=state.status == "failed"))
     if _past_pivot(step, inclusive=True) and state.status == "pending" and not state.failing:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from celery import Task as CeleryTask
+from celery import Task as BaseTask
 from celery import bootsteps
 from pydantic import ValidationError
 from sqlalchemy import Engine
@@ -25,6 +25,7 @@ from runtime.retries import backoff_s
 
 log = logging.getLogger("saga.worker")
 M = TypeVar("M", StepReply, StepFailed)
+CeleryTask = BaseTask[Any, Any]
 
 
 def register(app: SagaApp, db: Database, settings: Settings) -> None:
@@ -98,7 +99,7 @@ def recovery_step(app: SagaApp, db: Database, settings: Settings) -> type[bootst
     process from its start to its stop (the API, which builds the same app, runs no worker)."""
     stopping = threading.Event()
 
-    class Recovery(bootsteps.StartStopStep):  # type: ignore[misc]
+    class Recovery(bootsteps.StartStopStep):
         def start(self, worker: Any) -> None:
             threading.Thread(target=recover, args=(app, db, settings, stopping),
                              name="relay-and-sweeper", daemon=True).start()

@@ -16,6 +16,7 @@ from runtime.celery_app import quiet_celery_task_lines
 from runtime.migrations import migrate, revision
 from runtime.process import Process
 
+
 @dataclass(frozen=True)
 class ServiceCli:
     name: str                      # also the queue it consumes
@@ -37,7 +38,8 @@ class ServiceCli:
         parser = argparse.ArgumentParser(prog=f"python -m {package}", description=self.description)
         sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-        p = sub.add_parser("migrate", help="upgrade the database to the latest schema (and seed it)")
+        p = sub.add_parser("migrate",
+                           help="upgrade the database to the latest schema (and seed it)")
         p.set_defaults(run=self.migrate)
 
         p = sub.add_parser("revision", help="developers: autogenerate a migration from the models")
@@ -57,7 +59,8 @@ class ServiceCli:
         p.add_argument("--loglevel", "-l", default="INFO")
         p.set_defaults(run=self.worker)
 
-        p = sub.add_parser("dead-letters", help="list or re-drive messages this service could not process")
+        p = sub.add_parser("dead-letters",
+                           help="list or re-drive messages this service could not process")
         dl = p.add_subparsers(dest="action", required=True, metavar="ACTION")
         ls = dl.add_parser("list", help="print the dead letters as JSON lines")
         ls.add_argument("--all", action="store_true", help="include those already re-driven")

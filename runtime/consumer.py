@@ -1,9 +1,12 @@
 """The worker's consumer, keeping what Celery would otherwise ack or reject into nothing: an
 undecodable body, a message that is not a task, an unknown or invalid task go to the app's dead
 letters (`runtime.deadletters`) before Celery acks or rejects them."""
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery.worker.consumer import Consumer
+
+if TYPE_CHECKING:
+    from runtime.celery_app import SagaApp
 
 
 
@@ -21,18 +24,24 @@ def _task_name(message: Any) -> str:
 
 
 class DeadLetteringConsumer(Consumer):
+    app: "SagaApp"
+
     def on_decode_error(self, message: Any, exc: Exception) -> None:
-        self.app.dead_letters.record(_task_name(message), None, _raw(message), f"undecodable body: {exc}")
+        self.app.dead_letters.record(_task_name(message), None, _raw(message),
+                                     f"undecodable body: {exc}")
         super().on_decode_error(message, exc)
 
     def on_unknown_message(self, body: Any, message: Any) -> None:
-        self.app.dead_letters.record("<not a task message>", None, _raw(message), "unknown message format")
+        self.app.dead_letters.record("<not a task message>", None, _raw(message),
+                                     "unknown message format")
         super().on_unknown_message(body, message)
 
     def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
-        self.app.dead_letters.record(_task_name(message), None, _raw(message), f"unknown task: {exc}")
+        self.app.dead_letters.record(_task_name(message), None, _raw(message),
+                                     f"unknown task: {exc}")
         super().on_unknown_task(body, message, exc)
 
     def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
-        self.app.dead_letters.record(_task_name(message), None, _raw(message), f"invalid task: {exc}")
+        self.app.dead_letters.record(_task_name(message), None, _raw(message),
+                                     f"invalid task: {exc}")
         super().on_invalid_task(body, message, exc)

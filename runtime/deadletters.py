@@ -10,15 +10,18 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from celery import Task
-from sqlalchemy import String, Text, select
+from sqlalchemy import String, Text, insert, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from contracts.messages import order_id_of
 from contracts.names import queue_of
 from runtime.db import UtcDateTime, utcnow
+
+if TYPE_CHECKING:
+    from runtime.celery_app import SagaApp
 
 log = logging.getLogger("saga.deadletters")
 
@@ -62,8 +65,9 @@ class DeadLetters:
         """Never raises: a dead letter that cannot be stored is at least logged whole."""
         try:
             with self.sessions.begin() as session:
-                session.add(self.model(task=task, order_id=order_id, error=error,
-                                       payload=json.dumps(payload, default=repr)))
+                session.execute(insert(self.model), {
+                    "task": task, "order_id": order_id, "error": error,
+                    "payload": json.dumps(payload, default=repr), "created_at": utcnow()})
         except Exception:
             log.exception("could not store a dead letter")
             _log_whole(task, order_id, payload, error)
@@ -102,9 +106,11 @@ class DeadLetters:
             return row.task
 
 
-class DeadLetteringTask(Task):  # type: ignore[type-arg]
+class DeadLetteringTask(Task[Any, Any]):
     """The base of every task of ours: a task that raised (wrong arguments, a bug, a database
     gone for good) keeps its message in its app's dead letters; its errback tells the saga."""
+
+    app: "SagaApp"
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
                    einfo: Any) -> None:

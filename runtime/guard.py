@@ -82,7 +82,8 @@ class RedisGuard:
         self.client: redis.Redis = redis.Redis.from_url(
             url, socket_timeout=5, retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=12),
             retry_on_error=[RedisConnectionError, RedisTimeoutError])
-        self.begin, self.end = self.client.register_script(_BEGIN), self.client.register_script(_END)
+        self.begin = self.client.register_script(_BEGIN)
+        self.end = self.client.register_script(_END)
 
     @contextmanager
     def hold(self, delivery: str, order_id: str | None, step: str) -> Iterator[Delivery]:

@@ -8,8 +8,18 @@ from datetime import datetime
 from functools import cache
 from typing import Any, TypeVar
 
-from sqlalchemy import (JSON, Connection, Engine, FromClause, Insert, Select, String, bindparam,
-                        insert, select)
+from sqlalchemy import (
+    JSON,
+    Connection,
+    Engine,
+    Insert,
+    Select,
+    String,
+    Table,
+    bindparam,
+    insert,
+    select,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -29,7 +39,7 @@ class InboxMixin:
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
-def once(db: Engine, inbox: FromClause, order_id: str, step: str,
+def once(db: Engine, inbox: Table, order_id: str, step: str,
          inside: Callable[[Connection, T], StepOutcome], outside: Callable[[], T]) -> StepOutcome:
     """`outside` is the external call (gateway, SMTP), made before the transaction and made
     idempotent by its own key; `inside` writes the effect, and the inbox row commits with it.
@@ -54,20 +64,20 @@ def once(db: Engine, inbox: FromClause, order_id: str, step: str,
     return outcome
 
 
-def once_in_db(db: Engine, inbox: FromClause, order_id: str, step: str,
+def once_in_db(db: Engine, inbox: Table, order_id: str, step: str,
                inside: Callable[[Connection], StepOutcome]) -> StepOutcome:
     """`once` for a step whose whole effect is in its own database."""
     return once(db, inbox, order_id, step, lambda conn, _: inside(conn), lambda: None)
 
 
-def stored(conn: Connection, inbox: FromClause, order_id: str, step: str) -> StepOutcome | None:
+def stored(conn: Connection, inbox: Table, order_id: str, step: str) -> StepOutcome | None:
     """The outcome of (order, step) if it ran."""
     row = conn.execute(_statements(inbox)[0], {"order_id": order_id, "step": step}).first()
     return None if row is None else StepOutcome.model_validate(row.outcome)
 
 
 @cache
-def _statements(inbox: FromClause) -> tuple[Select[Any], Insert]:
+def _statements(inbox: Table) -> tuple[Select[Any], Insert]:
     get = select(inbox.c.outcome).where(inbox.c.order_id == bindparam("order_id"),
                                         inbox.c.step == bindparam("step"))
     return get, insert(inbox)

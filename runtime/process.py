@@ -1,9 +1,9 @@
 """What every composition root builds: the parts of one process, each made once."""
 from dataclasses import dataclass
 
-from runtime.celery_app import SagaApp
+from runtime.celery_app import SagaApp, make_app
 from runtime.db import Database
-from runtime.deadletters import DeadLetters
+from runtime.deadletters import DeadLetterMixin, DeadLetters
 from runtime.settings import ProcessSettings
 
 
@@ -16,3 +16,12 @@ class Process:
     db: Database
     dead_letters: DeadLetters
     app: SagaApp
+
+
+def parts(main: str, settings: ProcessSettings,
+          dead_letter_model: type[DeadLetterMixin]) -> tuple[Database, DeadLetters, SagaApp]:
+    """What every process has, built alike: its database, its dead letters there, and its
+    Celery app (`main` names it) sending them there."""
+    db = Database.at(settings.database_url)
+    dead_letters = DeadLetters(db.sessions, dead_letter_model)
+    return db, dead_letters, make_app(main, settings.redis_url, dead_letters)

@@ -1,9 +1,8 @@
 """Every retry and publish policy, in one place. What a step may retry, and for how long, is
 declared on the step itself (`runtime.step.SagaStep`: `retry_budget`, `persistent`,
 `exhausted_reason`); this module holds the numbers and the rules they share."""
+import random
 from typing import Any
-
-from celery.utils.time import get_exponential_backoff_interval
 
 # The longest wait between two attempts of anything. The broker's visibility timeout
 # (runtime.celery_app) must exceed the longest task plus this, or a healthy task runs twice.
@@ -30,7 +29,8 @@ class RetryableError(Exception):
 
 
 def backoff_s(base_s: float, retries: int, jitter: bool = False) -> float:
-    """Exponential backoff from `base_s`, capped at MAX_RETRY_COUNTDOWN_S; `jitter` spreads
-    the retries of many messages that failed at once (a database outage) over the interval."""
-    return float(get_exponential_backoff_interval(base_s, retries, MAX_RETRY_COUNTDOWN_S,
-                                                  full_jitter=jitter))
+    """Exponential backoff from `base_s`, capped at MAX_RETRY_COUNTDOWN_S (as Celery's
+    `retry_backoff`); `jitter` spreads the retries of many messages that failed at once (a
+    database outage) over the whole interval ("full jitter")."""
+    countdown = min(MAX_RETRY_COUNTDOWN_S, base_s * 2 ** retries)
+    return random.uniform(0, countdown) if jitter else countdown

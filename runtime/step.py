@@ -12,8 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from contracts.messages import (POISON, STUCK, ChainMessage, StepReply, StepStatus, crash_reason,
-                                order_id_of)
+from contracts.messages import (
+    POISON,
+    STUCK,
+    ChainMessage,
+    StepReply,
+    StepStatus,
+    crash_reason,
+    order_id_of,
+)
 from contracts.names import Queue, Task
 from runtime.deadletters import DeadLetteringTask
 from runtime.guard import LOCK_WAIT_S, MAX_DELIVERIES, Busy
@@ -192,7 +199,8 @@ class Run:
 
 def log_step(**fields: Any) -> None:
     """The one structured line a step says about what it did, with the order id."""
-    level = logging.WARNING if fields.get("outcome") in ("failed", "dead_lettered") else logging.INFO
+    level = (logging.WARNING if fields.get("outcome") in ("failed", "dead_lettered")
+             else logging.INFO)
     log.log(level, json.dumps(fields, default=str, sort_keys=False))
 
 

@@ -6,6 +6,7 @@ Each app gets a transport class of its own (`transport_for`), carrying the app's
 store: kombu builds transports from a class, not from an app."""
 from collections.abc import Iterator
 from contextlib import contextmanager
+from queue import Empty
 from typing import Any
 
 from kombu.exceptions import DecodeError
@@ -69,7 +70,7 @@ class Channel(redis.Channel):
                 self.client.connection.disconnect()
                 raise
             if not dest__item:
-                raise redis.Empty()
+                raise Empty()
             dest, item = dest__item
             dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(dest)

@@ -7,6 +7,7 @@ a marker (`unit`, `integration`, `e2e`): `pytest -m unit` runs what needs no ser
 import os
 import secrets
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -16,6 +17,7 @@ from sqlalchemy.pool import NullPool
 from devstack.net import free_port as _free_port
 from devstack.redis_server import EmbeddedRedis
 from devstack.smtp import MailDropServer
+from tests.support.compose import parsed_config
 from tests.support.redis_dbs import RedisDbs
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -30,7 +32,8 @@ def free_port() -> Callable[[], int]:
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """TEST_REDIS_URL when set (a Redis you dedicate to tests), else a fresh embedded redis-server."""
+    """TEST_REDIS_URL when set (a Redis you dedicate to tests), else a fresh embedded
+    redis-server."""
     given = os.environ.get("TEST_REDIS_URL")
     if given:
         yield given
@@ -115,3 +118,16 @@ def make_pg_database(postgres_admin_url: str) -> Iterator[Callable[[], str]]:
     engine.dispose()
     if failures:
         pytest.fail("could not drop test databases:\n" + "\n".join(failures))
+
+
+@pytest.fixture(scope="module")
+def config() -> dict[str, Any]:
+    """docker-compose.yml as the real Compose binary parses it (every profile on)."""
+    return parsed_config()
+
+
+@pytest.fixture(scope="module")
+def services(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The compose file's services, by name."""
+    services: dict[str, dict[str, Any]] = config["services"]
+    return services

@@ -1,4 +1,4 @@
-from runtime.migrations import run_migrations
 from orchestrator.models import Base
+from runtime.migrations import run_migrations
 
 run_migrations(Base.metadata)

@@ -1,10 +1,7 @@
 """The inventory process's composition root: every part of it, built once, in one place."""
 from dataclasses import dataclass
 
-from runtime.celery_app import make_app
-from runtime.db import Database
-from runtime.deadletters import DeadLetters
-from runtime.process import Process
+from runtime.process import Process, parts
 from services.inventory import tasks
 from services.inventory.models import DeadLetter
 from services.inventory.settings import Settings
@@ -17,8 +14,6 @@ class Inventory(Process):
 
 def bootstrap(settings: Settings | None = None) -> Inventory:
     settings = settings or Settings()
-    db = Database.at(settings.database_url)
-    dead_letters = DeadLetters(db.sessions, DeadLetter)
-    app = make_app("inventory", settings.redis_url, dead_letters)
+    db, dead_letters, app = parts("inventory", settings, DeadLetter)
     tasks.register(app, db.engine, settings)
     return Inventory(settings, db, dead_letters, app)

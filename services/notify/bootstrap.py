@@ -1,10 +1,7 @@
 """The notify process's composition root: every part of it, built once, in one place."""
 from dataclasses import dataclass
 
-from runtime.celery_app import make_app
-from runtime.db import Database
-from runtime.deadletters import DeadLetters
-from runtime.process import Process
+from runtime.process import Process, parts
 from services.notify import tasks
 from services.notify.mailer import SmtpMailer
 from services.notify.models import DeadLetter
@@ -19,9 +16,7 @@ class Notify(Process):
 
 def bootstrap(settings: Settings | None = None) -> Notify:
     settings = settings or Settings()
-    db = Database.at(settings.database_url)
-    dead_letters = DeadLetters(db.sessions, DeadLetter)
-    app = make_app("notify", settings.redis_url, dead_letters)
+    db, dead_letters, app = parts("notify", settings, DeadLetter)
     mailer = SmtpMailer(settings.smtp_host, settings.smtp_port, settings.smtp_timeout_s)
     tasks.register(app, db.engine, mailer, settings)
     return Notify(settings, db, dead_letters, app, mailer)

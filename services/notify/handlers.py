@@ -5,7 +5,7 @@ from typing import Protocol
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from contracts.messages import MailSent, SagaOrder, SendFailureNotice, StockReserved
+from contracts.messages import MailKind, MailSent, SagaOrder, SendFailureNotice, StockReserved
 from contracts.names import Task
 from runtime.db import utcnow
 from runtime.inbox import once
@@ -31,7 +31,8 @@ def send_confirmation(msg: StockReserved, db: Engine, mailer: Mailer, sender: st
     return _send_once(msg.order, "confirmation", Task.SEND_CONFIRMATION, mail, db, mailer)
 
 
-def send_failure_notice(msg: SendFailureNotice, db: Engine, mailer: Mailer, sender: str) -> StepOutcome:
+def send_failure_notice(msg: SendFailureNotice, db: Engine, mailer: Mailer,
+                        sender: str) -> StepOutcome:
     mail = compose(msg.order, "failure_notice", sender, msg.reason, msg.refunded)
     return _send_once(msg.order, "failure_notice", Task.SEND_FAILURE_NOTICE, mail, db, mailer)
 
@@ -54,7 +55,7 @@ def claim(db: Engine, order: SagaOrder, kind: str, mail: EmailMessage) -> tuple[
             return row.kind, row.status
 
 
-def _send_once(order: SagaOrder, kind: str, step: str, mail: EmailMessage, db: Engine,
+def _send_once(order: SagaOrder, kind: MailKind, step: str, mail: EmailMessage, db: Engine,
                mailer: Mailer) -> StepOutcome:
     def deliver() -> str:
         holder, status = claim(db, order, kind, mail)
@@ -79,7 +80,7 @@ def _send_once(order: SagaOrder, kind: str, step: str, mail: EmailMessage, db: E
             conn.execute(_SET, {"id": order.order_id, "status": "rejected"})
             return StepOutcome.failed("mail_rejected", error=result.removeprefix("rejected:"))
         conn.execute(_SET, {"id": order.order_id, "status": "sent", "sent_at": utcnow()})
-        output = MailSent(order_id=order.order_id, kind=kind, message_id=row.message_id)  # type: ignore[arg-type]
+        output = MailSent(order_id=order.order_id, kind=kind, message_id=row.message_id)
         return StepOutcome.ok(output, to=row.recipient, subject=row.subject,
                               message_id=row.message_id)
 

@@ -47,7 +47,8 @@ def _set_body(mail: EmailMessage, text: str) -> None:
     # without deciding it again for every mail; any other text goes through set_content().
     # (bytes.splitlines, like set_content: str.splitlines also breaks at \x0b, \x1c and more)
     lines = text.encode("utf-8").splitlines()
-    if text.isascii() and all(len(line) <= mail.policy.max_line_length for line in lines):
+    limit = mail.policy.max_line_length
+    if text.isascii() and (limit is None or all(len(line) <= limit for line in lines)):
         for name, value in (("Content-Type", 'text/plain; charset="utf-8"'),
                             ("Content-Transfer-Encoding", "7bit"), ("MIME-Version", "1.0")):
             mail[name] = _header(name, value)
@@ -113,7 +114,8 @@ class SmtpMailer:
 
     def _kept(self) -> smtplib.SMTP | None:
         """This thread's kept connection, if it is recent and still answers."""
-        kept, used = getattr(self._local, "smtp", None), getattr(self._local, "used", 0.0)
+        kept: smtplib.SMTP | None = getattr(self._local, "smtp", None)
+        used: float = getattr(self._local, "used", 0.0)
         self._local.smtp = None
         if kept is None:
             return None

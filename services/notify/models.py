@@ -1,7 +1,8 @@
 from datetime import datetime
 from pathlib import Path
+from typing import ClassVar
 
-from sqlalchemy import String
+from sqlalchemy import String, Table
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from runtime.db import UtcDateTime, utcnow
@@ -12,7 +13,8 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 class Base(DeclarativeBase):
-    pass
+    # every model here is a plain table: Core statements (insert, update) take it as one
+    __table__: ClassVar[Table]
 
 
 class Mail(Base):

@@ -1,10 +1,7 @@
 """The payment process's composition root: every part of it, built once, in one place."""
 from dataclasses import dataclass
 
-from runtime.celery_app import make_app
-from runtime.db import Database
-from runtime.deadletters import DeadLetters
-from runtime.process import Process
+from runtime.process import Process, parts
 from services.payment import tasks
 from services.payment.gateway import SandboxGateway
 from services.payment.models import DeadLetter
@@ -19,9 +16,7 @@ class Payment(Process):
 
 def bootstrap(settings: Settings | None = None) -> Payment:
     settings = settings or Settings()
-    db = Database.at(settings.database_url)
-    dead_letters = DeadLetters(db.sessions, DeadLetter)
-    app = make_app("payment", settings.redis_url, dead_letters)
+    db, dead_letters, app = parts("payment", settings, DeadLetter)
     gateway = SandboxGateway(db.engine, settings.gateway_latency_ms, settings.gateway_timeout_ms)
     tasks.register(app, db.engine, gateway, settings)
     return Payment(settings, db, dead_letters, app, gateway)

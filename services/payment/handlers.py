@@ -48,7 +48,8 @@ def authorize(msg: AuthorizePayment, db: Engine, gateway: Gateway) -> StepOutcom
         if auth.approved and _status(db, order.order_id) in GONE:
             # voided while we were at the gateway: give it back
             gateway.refund(authorization_id=str(auth.authorization_id),
-                           amount_cents=order.total_cents, idempotency_key=refund_key(order.order_id))
+                           amount_cents=order.total_cents,
+                           idempotency_key=refund_key(order.order_id))
             return None
         return auth
 

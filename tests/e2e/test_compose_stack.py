@@ -22,29 +22,17 @@ from sqlalchemy.engine import make_url
 
 from devstack.smtp import MailDropServer, read_mails
 from devstack.supervisor import Supervisor
-from tests.support.waiting import wait_for
 from tests.support.compose import (
-    REPO_ROOT,
-    ours,
-    seconds,
     DATABASES,
+    REPO_ROOT,
     SERVERS,
     TERMINAL,
     host_in,
     one_shots,
-    parsed_config,
+    ours,
+    seconds,
 )
-
-
-@pytest.fixture(scope="module")
-def config() -> dict[str, Any]:
-    return parsed_config()
-
-
-@pytest.fixture(scope="module")
-def services(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return config["services"]
-
+from tests.support.waiting import wait_for
 
 # -- e2e: each compose service's command as a local process, inventory x4 ---------------------
 

@@ -35,7 +35,8 @@ def test_an_order_is_paid_reserved_and_confirmed_by_mail(api, mail):
     message = wait_mail(mail.maildir, order_id)
     assert message["To"] == "ada@example.com" and "confirmed" in message["Subject"]
     order = wait_for(lambda: "notify.order_confirmed" in step_names(
-        api.get(f"/orders/{order_id}").json(), "succeeded") and api.get(f"/orders/{order_id}").json())
+        api.get(f"/orders/{order_id}").json(), "succeeded")
+        and api.get(f"/orders/{order_id}").json())
     assert step_names(order) == ["payment.authorize", "inventory.reserve", "notify.order_confirmed"]
     assert all(s["at"].endswith("Z") for s in order["steps"])
 
@@ -157,7 +158,8 @@ def test_bad_orders_get_a_422_naming_the_field(api, body, field):
 
 
 def test_garbage_bodies_and_unknown_orders_get_json_errors(api):
-    response = api.post("/orders", content=b"{not json", headers={"content-type": "application/json"})
+    response = api.post("/orders", content=b"{not json",
+                        headers={"content-type": "application/json"})
     assert response.status_code == 422 and response.json()["detail"]
     missing = api.get("/orders/no-such-order")
     assert missing.status_code == 404 and "no-such-order" in missing.json()["detail"]

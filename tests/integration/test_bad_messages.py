@@ -29,11 +29,12 @@ def dead_letters(env):
 def test_junk_never_stops_the_worker_and_nothing_is_lost(payment_worker):
     env, supervisor = payment_worker
     client = redis.Redis.from_url(env["REDIS_URL"])
-    for junk in (b"\xff\xfe not even utf-8", b"not json at all", b'"a json string"', b'{"body": 1}'):
+    for junk in (b"\xff\xfe not even utf-8", b"not json at all", b'"a json string"',
+                 b'{"body": 1}'):
         client.lpush("payment", junk)
     with Connection(env["REDIS_URL"]) as conn:  # a valid envelope whose body cannot be decoded
-        conn.Producer().publish(b"\x00{broken", routing_key="payment", content_type="application/json",
-                                content_encoding="utf-8",
+        conn.Producer().publish(b"\x00{broken", routing_key="payment",
+                                content_type="application/json", content_encoding="utf-8",
                                 headers={"task": "payment.authorize", "id": "undecodable-1"})
     sender = make_sender(env["REDIS_URL"])
     sender.send_task("payment.no_such_task", args=({"order_id": "o-unknown"},), queue="payment")

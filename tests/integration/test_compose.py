@@ -38,17 +38,6 @@ from tests.support.compose import (
     seconds,
 )
 
-
-@pytest.fixture(scope="module")
-def config() -> dict[str, Any]:
-    return parsed_config()
-
-
-@pytest.fixture(scope="module")
-def services(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return config["services"]
-
-
 # -- offline: the file and what it says --------------------------------------------------------
 
 def test_the_compose_file_is_valid_with_and_without_profiles() -> None:
@@ -65,14 +54,17 @@ def test_every_part_of_the_system_is_a_service(services: dict[str, dict[str, Any
     assert not any(services[name].get("profiles") for name in set(services) - {"flower"})
 
 
-def test_redis_persists_its_queues_and_never_evicts_them(services: dict[str, dict[str, Any]]) -> None:
+def test_redis_persists_its_queues_and_never_evicts_them(
+        services: dict[str, dict[str, Any]]) -> None:
     command = " ".join(services["redis"]["command"])
     assert "--appendonly yes" in command
     assert "--maxmemory-policy noeviction" in command
-    assert any(v["target"] == "/data" and v["type"] == "volume" for v in services["redis"]["volumes"])
+    assert any(v["target"] == "/data" and v["type"] == "volume"
+               for v in services["redis"]["volumes"])
 
 
-def test_postgres_gets_one_database_and_one_role_per_service(services: dict[str, dict[str, Any]]) -> None:
+def test_postgres_gets_one_database_and_one_role_per_service(
+        services: dict[str, dict[str, Any]]) -> None:
     postgres = services["postgres"]
     assert any(v["target"].startswith("/docker-entrypoint-initdb.d/") and
                Path(v["source"]) == INIT_SCRIPT for v in postgres["volumes"])
@@ -89,7 +81,8 @@ def test_postgres_gets_one_database_and_one_role_per_service(services: dict[str,
             if key.endswith("_DATABASE_URL"):
                 url = make_url(value)
                 database = key.removesuffix("_DATABASE_URL").lower()
-                assert (url.host, url.username, url.database) == ("postgres", database, database), name
+                assert (url.host, url.username, url.database) == (
+                    "postgres", database, database), name
                 assert url.drivername == "postgresql+psycopg"
         assert not any(k.endswith("_DB_PASSWORD") or k == "POSTGRES_PASSWORD"
                        for k in (svc.get("environment") or {})) or name == "postgres", name
@@ -139,7 +132,7 @@ def test_the_postgres_init_script_gives_each_service_its_own_role_and_database(
     `migrate` connecting with the very URL compose gives it (its own role, its own password)."""
     socket, port = scratch_postgres["socket"], scratch_postgres["port"]
     env = {"PATH": os.environ.get("PATH", ""), "PGHOST": socket, "PGPORT": str(port),
-           **{k: v for k, v in services["postgres"]["environment"].items()}}
+           **services["postgres"]["environment"]}
     result = subprocess.run([*scratch_postgres["prefix"], "bash", str(INIT_SCRIPT)], env=env,
                             capture_output=True, text=True, timeout=60, cwd=socket)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -168,14 +161,15 @@ def test_the_postgres_init_script_gives_each_service_its_own_role_and_database(
                 "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
             )).scalar_one()
             assert owner == database
-            assert connection.execute(text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
+            versions = connection.execute(text("SELECT count(*) FROM alembic_version"))
+            assert versions.scalar_one() == 1
         engine.dispose()
         # and no service can open another's database
         other = next(db for db in urls if db != database)
         engine = create_engine(url.set(database=other), poolclass=NullPool)
-        with pytest.raises(OperationalError, match="permission denied|CONNECT privilege"):
-            with engine.connect():
-                pass
+        with (pytest.raises(OperationalError, match=r"permission denied|CONNECT privilege"),
+              engine.connect()):
+            pass
         engine.dispose()
 
 
@@ -189,7 +183,6 @@ def test_mailpit_takes_the_mail_and_shows_it_to_people(services: dict[str, dict[
 def test_workers_can_be_scaled(services: dict[str, dict[str, Any]]) -> None:
     from runtime.celery_app import make_app
     from runtime.deadletters import LoggedOnly
-
     from services.notify.settings import Settings as NotifySettings
     soft_shutdown = make_app("probe", "memory://", LoggedOnly()).conf.worker_soft_shutdown_timeout
     longest_step = NotifySettings.model_fields["smtp_timeout_s"].default  # an SMTP server hanging
@@ -297,14 +290,16 @@ def test_settings_come_from_the_environment_with_the_code_s_defaults(
         for key, value in services[name]["environment"].items():
             if key in fields and key not in wired:
                 default = fields[key]
-                assert type(default)(value) == default, f"{name}: {key}={value}, code says {default}"
+                assert type(default)(value) == default, (
+                    f"{name}: {key}={value}, code says {default}")
                 checked += 1
             elif key == "WORKER_CONCURRENCY":
                 assert int(value) >= 1
     assert checked >= 5
 
 
-def test_env_example_documents_every_variable_with_the_same_defaults(config: dict[str, Any]) -> None:
+def test_env_example_documents_every_variable_with_the_same_defaults(
+        config: dict[str, Any]) -> None:
     referenced = set(re.findall(r"\$\{([A-Z0-9_]+)", COMPOSE_FILE.read_text()))
     documented = set(re.findall(r"^([A-Z0-9_]+)=", ENV_EXAMPLE.read_text(), re.MULTILINE))
     assert referenced == documented
@@ -395,7 +390,8 @@ def normalized(name: str) -> str:
 
 
 def image_distributions() -> set[str]:
-    """What the Dockerfile installs: requirements.txt minus what it filters out, plus what it adds."""
+    """What the Dockerfile installs: requirements.txt minus what it filters out, plus what it
+    adds."""
     text = DOCKERFILE.read_text()
     (pattern,) = re.findall(r"grep -vE '\^\(([^)]*)\)=='", text)
     left_out = {normalized(name) for name in pattern.split("|")}

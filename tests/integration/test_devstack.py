@@ -1,4 +1,5 @@
-"""The local stack's parts, as real processes: embedded Redis and SMTP, the supervisor, the launcher."""
+"""The local stack's parts, as real processes: embedded Redis and SMTP, the supervisor, the
+launcher."""
 import io
 import json
 import os
@@ -28,7 +29,8 @@ from devstack.supervisor import ProcessFailed, Supervisor
 pytestmark = pytest.mark.timeout(60)
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 5.0, what: str = "condition") -> None:
+def wait_for(condition: Callable[[], object], timeout: float = 5.0,
+             what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -79,7 +81,8 @@ def test_a_key_survives_a_restart_only_with_appendonly(tmp_path: Path, appendonl
 
 def test_embedded_redis_refuses_to_evict_keys(tmp_path: Path) -> None:
     with EmbeddedRedis(tmp_path) as server:
-        assert client(server.url).config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+        policy = client(server.url).config_get("maxmemory-policy")
+        assert policy == {"maxmemory-policy": "noeviction"}
 
 
 # -- mail drop -----------------------------------------------------------------------------------
@@ -212,7 +215,8 @@ def test_stop_kills_the_whole_group_even_when_sigterm_is_ignored(tmp_path: Path)
     supervisor = Supervisor(out=out)
     try:
         supervisor.add("stubborn", [PY, "-c", STUBBORN])
-        wait_for(lambda: "grandchild" in supervisor.recent_output("stubborn"), what="the grandchild")
+        wait_for(lambda: "grandchild" in supervisor.recent_output("stubborn"),
+                 what="the grandchild")
         child = supervisor.pid("stubborn")
         assert child is not None
         grandchild = int(supervisor.recent_output("stubborn").split("grandchild ")[1].split()[0])
@@ -232,7 +236,8 @@ def test_stop_kills_the_whole_group_even_when_sigterm_is_ignored(tmp_path: Path)
 def test_stop_is_prompt_when_children_honour_sigterm() -> None:
     supervisor = Supervisor(out=io.StringIO())
     for n in range(3):
-        supervisor.add(f"sleeper-{n}", [PY, "-c", "import time; print('up', flush=True); time.sleep(60)"])
+        supervisor.add(f"sleeper-{n}",
+                       [PY, "-c", "import time; print('up', flush=True); time.sleep(60)"])
     wait_for(lambda: all("up" in supervisor.recent_output(f"sleeper-{n}") for n in range(3)))
     pids = [supervisor.pid(f"sleeper-{n}") for n in range(3)]
     started = time.monotonic()
@@ -245,7 +250,7 @@ def test_stop_is_prompt_when_children_honour_sigterm() -> None:
 def test_run_once_returns_the_output_or_raises_with_it() -> None:
     supervisor = Supervisor(out=io.StringIO())
     assert supervisor.run_once("ok", [PY, "-c", "print('database at head')"]) == "database at head"
-    with pytest.raises(ProcessFailed, match="(?s)exit code 2.*no such table") as failed:
+    with pytest.raises(ProcessFailed, match=r"(?s)exit code 2.*no such table") as failed:
         supervisor.run_once("bad", [PY, "-c", "import sys; print('no such table'); sys.exit(2)"])
     assert failed.value.returncode == 2
 
@@ -263,8 +268,8 @@ STAND_IN = textwrap.dedent("""
             "NOTIFY_DATABASE_URL"]
     command = sys.argv[1]
     with open(os.environ["STAND_IN_LOG"], "a") as log:
-        log.write(json.dumps({"module": __spec__.name.removesuffix(".__main__"), "argv": sys.argv[1:],
-                              "pid": os.getpid(), "cwd": os.getcwd(),
+        log.write(json.dumps({"module": __spec__.name.removesuffix(".__main__"),
+                              "argv": sys.argv[1:], "pid": os.getpid(), "cwd": os.getcwd(),
                               "env": {k: os.environ.get(k) for k in KEYS}}) + "\\n")
     if os.environ.get("STAND_IN_FAIL") == command:
         print(f"{command} exploding on purpose")
@@ -292,10 +297,11 @@ def stand_in_repo(tmp_path: Path) -> Path:
     return root
 
 
-def stand_in_stack(tmp_path: Path, repo: Path, free_port: Callable[[], int], **kwargs: object) -> Stack:
+def stand_in_stack(tmp_path: Path, repo: Path, free_port: Callable[[], int],
+                   **kwargs: object) -> Stack:
     env = {"REDIS_URL": "", "SMTP_HOST": "", "STAND_IN_LOG": str(tmp_path / "calls.jsonl"),
-           **{k: "" for k in ("ORCHESTRATOR_DATABASE_URL", "PAYMENT_DATABASE_URL",
-                              "INVENTORY_DATABASE_URL", "NOTIFY_DATABASE_URL", "API_HOST")}}
+           **dict.fromkeys(("ORCHESTRATOR_DATABASE_URL", "PAYMENT_DATABASE_URL",
+                            "INVENTORY_DATABASE_URL", "NOTIFY_DATABASE_URL", "API_HOST"), "")}
     env.update(kwargs.pop("env", {}))  # type: ignore[arg-type]
     return Stack(tmp_path / "var", env=env, api_port=free_port(), repo_root=repo,
                  out=io.StringIO(), **kwargs)  # type: ignore[arg-type]
@@ -360,15 +366,16 @@ def test_stack_uses_servers_it_is_given_instead_of_starting_its_own(
 
 def test_stack_not_ready_shows_why(tmp_path: Path, stand_in_repo: Path,
                                    free_port: Callable[[], int]) -> None:
-    with stand_in_stack(tmp_path, stand_in_repo, free_port, env={"STAND_IN_FAIL": "api"}) as stack:
-        with pytest.raises(StackNotReady, match="api exploding on purpose"):
-            stack.wait_ready(timeout=1)
+    with (stand_in_stack(tmp_path, stand_in_repo, free_port, env={"STAND_IN_FAIL": "api"}) as stack,
+          pytest.raises(StackNotReady, match="api exploding on purpose")):
+        stack.wait_ready(timeout=1)
 
 
 def test_a_failed_migration_stops_the_start_and_leaves_nothing_running(
         tmp_path: Path, stand_in_repo: Path, free_port: Callable[[], int]) -> None:
     stack = stand_in_stack(tmp_path, stand_in_repo, free_port, env={"STAND_IN_FAIL": "migrate"})
-    with pytest.raises(ProcessFailed, match="(?s)python -m orchestrator migrate.*migrate exploding"):
+    with pytest.raises(ProcessFailed,
+                       match=r"(?s)python -m orchestrator migrate.*migrate exploding"):
         stack.start()
     assert [c["argv"] for c in calls(tmp_path)] == [["migrate"]]  # the first failure stops it
     assert stack.redis is not None and not stack.redis.running
@@ -385,9 +392,10 @@ def test_devstack_run_prints_how_to_use_it_and_stops_cleanly_on_a_signal(
     port = free_port()
     env = {**os.environ, "REDIS_URL": "", "SMTP_HOST": "", "API_HOST": "", "API_PORT": "",
            "STAND_IN_LOG": str(tmp_path / "calls.jsonl"),
-           **{variable: "" for variable in DATABASES}}
-    launcher = subprocess.Popen([PY, "-m", "devstack", "run", "--port", str(port)], cwd=stand_in_repo,
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           **dict.fromkeys(DATABASES, "")}
+    launcher = subprocess.Popen([PY, "-m", "devstack", "run", "--port", str(port)],
+                                cwd=stand_in_repo, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
     assert launcher.stdout is not None
     lines = []
     try:

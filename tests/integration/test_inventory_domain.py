@@ -5,8 +5,7 @@ import pytest
 
 from contracts.messages import OrderLine, PaymentAuthorized, ReleaseStock, SagaOrder
 from services.inventory import handlers
-from services.inventory.models import MIGRATIONS
-from services.inventory.models import Reservation, Stock
+from services.inventory.models import MIGRATIONS, Reservation, Stock
 
 
 @pytest.fixture

@@ -130,10 +130,12 @@ def test_the_migrate_command_can_run_on_every_start(tmp_path: Path) -> None:
             assert proc.returncode == 0, f"{name} migrate failed:\n{output}"
 
     run_all()
-    first = {name: row_counts(url, set(MIGRATION_SETS[name][1].tables)) for name, url in urls.items()}
+    first = {name: row_counts(url, set(MIGRATION_SETS[name][1].tables))
+             for name, url in urls.items()}
     assert first["inventory"]["stock"] > 0 and first["orchestrator"]["catalog"] > 0, first
     run_all()
-    again = {name: row_counts(url, set(MIGRATION_SETS[name][1].tables)) for name, url in urls.items()}
+    again = {name: row_counts(url, set(MIGRATION_SETS[name][1].tables))
+             for name, url in urls.items()}
     assert again == first
 
 

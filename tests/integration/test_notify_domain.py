@@ -4,8 +4,8 @@ import pytest
 from contracts.messages import OrderLine, SagaOrder, SendFailureNotice, StockReserved
 from devstack.smtp import read_mails
 from services.notify import handlers
-from services.notify.models import MIGRATIONS
 from services.notify.mailer import SmtpMailer, SmtpUnavailable
+from services.notify.models import MIGRATIONS
 
 SENDER = "Orders <orders@saga.localhost>"
 

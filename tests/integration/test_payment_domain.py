@@ -5,9 +5,8 @@ from sqlalchemy import func, select
 from contracts.messages import AuthorizePayment, OrderLine, RefundPayment, SagaOrder
 from runtime.retries import RetryableError
 from services.payment import handlers
-from services.payment.models import MIGRATIONS
 from services.payment.gateway import GatewayTimeout, SandboxGateway
-from services.payment.models import Payment, SandboxCall
+from services.payment.models import MIGRATIONS, Payment, SandboxCall
 
 
 @pytest.fixture

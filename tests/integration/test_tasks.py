@@ -3,8 +3,14 @@ the effect lands in the service's own database and the reply reaches the saga's 
 import redis
 from sqlalchemy import create_engine, text
 
-from contracts.messages import (AuthorizePayment, OrderLine, PaymentAuthorized, ReleaseStock,
-                                SagaOrder, StockReserved)
+from contracts.messages import (
+    AuthorizePayment,
+    OrderLine,
+    PaymentAuthorized,
+    ReleaseStock,
+    SagaOrder,
+    StockReserved,
+)
 from devstack.smtp import read_mails
 from tests.support.replies import saga_replies, sender
 from tests.support.waiting import wait_for
@@ -49,7 +55,8 @@ def test_authorize_charges_once_even_when_the_message_comes_twice(service_worker
     saga.send("payment.authorize", message, task_id="t-pay:payment.authorize")
     assert saga.statuses("t-pay", 2) == ["succeeded", "succeeded"]
     assert rows(db_url, "select status, amount_cents from payments") == [("authorized", 2598)]
-    assert rows(db_url, "select count(*) from sandbox_gateway_calls where result = 'approved'") == [(1,)]
+    approved = "select count(*) from sandbox_gateway_calls where result = 'approved'"
+    assert rows(db_url, approved) == [(1,)]
 
 
 def test_a_flaky_gateway_is_retried_by_the_worker(service_worker, db_url):

@@ -7,7 +7,8 @@ from runtime.celery_app import SagaApp, make_app
 from runtime.deadletters import LoggedOnly
 
 
-def saga_replies(client: Any, into: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+def saga_replies(client: Any,
+                 into: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
     """Pop the replies waiting on queue `saga` (Celery's envelope: a base64 JSON body) into
     `into`, by order id."""
     while (raw := client.rpop("saga")) is not None:

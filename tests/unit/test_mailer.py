@@ -196,16 +196,16 @@ def test_a_server_that_never_answers_is_an_outage():
 
 
 def test_a_4xx_greeting_is_an_outage():
-    with not_smtp(b"421 4.3.2 too busy, come back later\r\n") as port:
-        with pytest.raises(SmtpUnavailable, match="421"):
-            send(port)
+    with (not_smtp(b"421 4.3.2 too busy, come back later\r\n") as port,
+          pytest.raises(SmtpUnavailable, match="421")):
+        send(port)
 
 
 def test_a_5xx_greeting_is_a_rejection():
     # 554 instead of 220: "no SMTP service here" (RFC 5321 3.1); a reply, and a permanent one
-    with not_smtp(b"554 5.7.1 no service for you\r\n") as port:
-        with pytest.raises(MailRejected, match="554"):
-            send(port)
+    with (not_smtp(b"554 5.7.1 no service for you\r\n") as port,
+          pytest.raises(MailRejected, match="554")):
+        send(port)
 
 
 class Sessions(Answers):
