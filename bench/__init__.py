@@ -1,3 +1,3 @@
 """`make bench`: the order saga against a bare Celery chain, measured in one run.
 
-`python -m bench --help` for the options; README.md, "Benchmark", for what each figure means."""
+`python -m bench --help` for the options; docs/bench.md for what each figure means."""

@@ -25,7 +25,6 @@ from celery.signals import after_setup_logger
 
 from bench import cpu
 from runtime.celery_app import make_app, quiet_celery_task_lines
-from runtime.deadletters import LoggedOnly
 from runtime.headers import brief
 
 QUEUES = ("payment", "inventory", "notify")
@@ -45,8 +44,16 @@ def done_client() -> redis.Redis:
     return redis.Redis.from_url(broker_url())
 
 
+class Unkept:
+    """The bare chain has no database to keep dead letters in (runtime.deadletters would load
+    SQLAlchemy into Celery's floor): what its transport cannot decode is only printed."""
+
+    def record(self, task: str, order_id: str | None, payload: Any, error: str) -> None:
+        print(f"bare: dead letter not kept task={task} error={error}", file=sys.stderr)
+
+
 def build_app() -> Celery:
-    app = make_app("bare", broker_url(), LoggedOnly())
+    app = make_app("bare", broker_url(), Unkept())
 
     @app.task(name=TASKS[0])
     def payment_step(payload: dict[str, Any]) -> dict[str, Any]:

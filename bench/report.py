@@ -1,4 +1,4 @@
-"""The bench's outputs: a table on the terminal (the same Markdown goes into README.md),
+"""The bench's outputs: a table on the terminal (the same Markdown goes into docs/bench.md),
 `latest.json` with every figure, and `latest.png`.
 
     python -m bench.report [var/bench/latest.json]   # the Markdown again, from a saved run

@@ -20,7 +20,7 @@ from devstack.supervisor import Out, Supervisor
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# The variables of the public interface (docs: INTERFACE.md, "Configuration").
+# The variables of the public interface (docs/interface.md, "Configuration").
 CONFIGURATION = ("REDIS_URL", "SMTP_HOST", "SMTP_PORT", "API_HOST", "API_PORT",
                  "ORCHESTRATOR_DATABASE_URL", "PAYMENT_DATABASE_URL", "INVENTORY_DATABASE_URL",
                  "NOTIFY_DATABASE_URL")

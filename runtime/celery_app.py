@@ -3,16 +3,18 @@ delivery count and no dead-letter exchange, so these are the settings that make 
 at-least-once (see docs/celery-notes.md)."""
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 
 from contracts.names import Queue, queue_of
-from runtime.deadletters import DeadLetterSink
 from runtime.guard import Guard, guard_for
 from runtime.retries import PATIENT_PUBLISH
-from runtime.step import SagaStep
 from runtime.transport import transport_for
+
+if TYPE_CHECKING:
+    from runtime.deadletters import DeadLetterSink
+    from runtime.step import SagaStep
 
 # A message a worker took but did not ack comes back after this many seconds. It must exceed the
 # longest task plus the longest retry countdown (runtime.retries.MAX_RETRY_COUNTDOWN_S), or a
@@ -26,13 +28,16 @@ class SagaApp(Celery):
     delivery: set once by the composition root, read by the tasks, the consumer and the
     transport of this app (never through a module-level global)."""
 
-    dead_letters: DeadLetterSink
+    dead_letters: "DeadLetterSink"
     guard: Guard
 
-    def step(self, name: str, **options: Any) -> Callable[[Callable[..., Any]], SagaStep]:
+    def step(self, name: str, **options: Any) -> Callable[[Callable[..., Any]], "SagaStep"]:
         """Declare a saga step of this app, and of this app only (Celery would otherwise add
         it to every app finalized later in the process), created at once so that a wrong
         option fails here. The options are SagaStep's and celery.Task's."""
+        # imported here: an app that declares no step (the benchmark's bare chain) loads no
+        # database code and no message models
+        from runtime.step import SagaStep
         declare: Callable[[Callable[..., Any]], SagaStep] = self.task(
             name=name, base=SagaStep, shared=False, lazy=False, **options)
         return declare
@@ -46,7 +51,7 @@ def route_by_namespace(name: str, args: Any, kwargs: Any, options: Any, task: An
         return None
 
 
-def make_app(main: str, broker_url: str, dead_letters: DeadLetterSink) -> SagaApp:
+def make_app(main: str, broker_url: str, dead_letters: "DeadLetterSink") -> SagaApp:
     app = SagaApp(main, broker=broker_url, set_as_current=False)
     app.dead_letters = dead_letters
     app.guard = guard_for(broker_url)

@@ -7,7 +7,7 @@ store: kombu builds transports from a class, not from an app."""
 from collections.abc import Iterator
 from contextlib import contextmanager
 from queue import Empty
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kombu.exceptions import DecodeError
 from kombu.transport import redis
@@ -15,7 +15,8 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from runtime.deadletters import DeadLetterSink
+if TYPE_CHECKING:
+    from runtime.deadletters import DeadLetterSink
 
 ENVELOPE_KEYS = ("body", "properties")
 
@@ -89,9 +90,9 @@ class Channel(redis.Channel):
 
 class Transport(redis.Transport):
     Channel = Channel
-    dead_letters: DeadLetterSink
+    dead_letters: "DeadLetterSink"
 
 
-def transport_for(dead_letters: DeadLetterSink) -> type[Transport]:
+def transport_for(dead_letters: "DeadLetterSink") -> type[Transport]:
     """kombu's Redis transport, dead-lettering junk into this store."""
     return type("DeadLetteringTransport", (Transport,), {"dead_letters": dead_letters})
