@@ -38,7 +38,7 @@ bench: venv
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
 
 chaos: venv
 	$(PY) -m chaos $(CHAOS_ARGS)

@@ -11,8 +11,8 @@ from runtime.cli import ServiceCli
 def _serve(args: argparse.Namespace) -> None:
     import uvicorn
     settings = Settings()
-    # a factory, so that each of --workers builds its own process (orchestrator.bootstrap)
-    uvicorn.run("orchestrator.bootstrap:api", factory=True,
+    # a factory, so that each of --workers builds its own process (orchestrator.api:factory)
+    uvicorn.run("orchestrator.api:factory", factory=True,
                 host=args.host or settings.api_host, port=args.port or settings.api_port,
                 workers=args.workers, log_level="info",
                 # one line per order of our own ("order received"), not one per request

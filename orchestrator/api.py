@@ -4,7 +4,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import redis
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
@@ -15,11 +15,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from orchestrator import catalog, orders, outbox
+from orchestrator.bootstrap import Orchestrator, bootstrap
 from orchestrator.models import Order, SagaEvent
 from orchestrator.schemas import OrderIn, OrderLineIn, OrderOut, StepOut
-
-if TYPE_CHECKING:
-    from orchestrator.bootstrap import Orchestrator
 
 log = logging.getLogger("saga.api")
 
@@ -30,7 +28,12 @@ class AsciiJSONResponse(JSONResponse):
                           separators=(",", ":")).encode("ascii")
 
 
-def create_api(orch: "Orchestrator") -> FastAPI:
+def factory() -> FastAPI:
+    """uvicorn's factory (`orchestrator.api:factory`): each uvicorn process builds its own."""
+    return create_api(bootstrap())
+
+
+def create_api(orch: Orchestrator) -> FastAPI:
     """The API of one orchestrator process, on the parts its composition root built."""
     db, app = orch.db, orch.app
     # connects on first use, not here

@@ -1,11 +1,9 @@
 """The orchestrator's composition root: the API and the saga worker are built here, once, from
-the settings; nothing connects or reads a setting at import."""
+the settings; nothing connects or reads a setting at import. (The API's uvicorn factory is
+`orchestrator.api:factory`, so that the saga worker never loads FastAPI.)"""
 from dataclasses import dataclass
 
-from fastapi import FastAPI
-
 from orchestrator import tasks
-from orchestrator.api import create_api
 from orchestrator.models import DeadLetter
 from orchestrator.outbox import SentMarks
 from orchestrator.settings import Settings
@@ -25,7 +23,3 @@ def bootstrap(settings: Settings | None = None) -> Orchestrator:
     tasks.register(app, db, settings)
     return Orchestrator(settings, db, dead_letters, app, SentMarks(db.sessions))
 
-
-def api() -> FastAPI:
-    """uvicorn's factory (`--factory orchestrator.bootstrap:api`): one per uvicorn process."""
-    return create_api(bootstrap())

@@ -100,11 +100,16 @@ def recovery_step(app: SagaApp, db: Database, settings: Settings) -> type[bootst
     stopping = threading.Event()
 
     class Recovery(bootsteps.StartStopStep):
-        def start(self, worker: Any) -> None:
+        # Celery's Consumer step is `last`, and its start blocks for the worker's life: this one
+        # starts before it, so the sweeper's grace (recover) counts from just before consuming.
+        def start(self, parent: Any) -> None:
             threading.Thread(target=recover, args=(app, db, settings, stopping),
                              name="relay-and-sweeper", daemon=True).start()
 
-        def stop(self, worker: Any) -> None:
+        def stop(self, parent: Any) -> None:
             stopping.set()
+
+        def terminate(self, parent: Any) -> None:
+            stopping.set()  # a cold shutdown ends the rounds too (the thread is a daemon anyway)
 
     return Recovery

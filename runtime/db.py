@@ -8,9 +8,7 @@ from typing import Any
 from sqlalchemy import DateTime, Engine, TypeDecorator, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+from contracts.messages import utcnow as utcnow  # one clock for the wire and the tables
 
 
 def make_engine(url: str) -> Engine:

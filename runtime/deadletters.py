@@ -43,8 +43,8 @@ class DeadLetterSink(Protocol):
 
 
 class LoggedOnly:
-    """For a process with no database of its own (the benchmark's bare chain): each dead letter
-    is logged whole, and kept nowhere else."""
+    """For a process that keeps no dead letters (a test's sender, a probe): each dead letter is
+    logged whole, and kept nowhere else."""
 
     def record(self, task: str, order_id: str | None, payload: Any, error: str) -> None:
         _log_whole(task, order_id, payload, error)

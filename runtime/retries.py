@@ -29,8 +29,12 @@ class RetryableError(Exception):
 
 
 def backoff_s(base_s: float, retries: int, jitter: bool = False) -> float:
-    """Exponential backoff from `base_s`, capped at MAX_RETRY_COUNTDOWN_S (as Celery's
-    `retry_backoff`); `jitter` spreads the retries of many messages that failed at once (a
-    database outage) over the whole interval ("full jitter")."""
-    countdown = min(MAX_RETRY_COUNTDOWN_S, base_s * 2 ** retries)
+    """Exponential backoff from `base_s`, capped at MAX_RETRY_COUNTDOWN_S: Celery's
+    `retry_backoff` rule (`celery.utils.time.get_exponential_backoff_interval`) in float seconds,
+    so a sub-second base works. `jitter` spreads the retries of many messages that failed at once
+    (a database outage) over the whole interval ("full jitter", uniform rather than Celery's
+    whole seconds)."""
+    # A persistent step may retry for ever; past 2**32 the cap has long won, and a float power
+    # of a thousand-odd retries would overflow.
+    countdown = min(float(MAX_RETRY_COUNTDOWN_S), base_s * 2.0 ** min(retries, 32))
     return random.uniform(0, countdown) if jitter else countdown

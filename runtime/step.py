@@ -116,7 +116,7 @@ class SagaStep(DeadLetteringTask):
             outcome: StepOutcome = self.run(message)
         except RetryableError as exc:
             if self.retry_budget is not None and self.request.retries >= self.retry_budget:
-                outcome = StepOutcome.failed(self.exhausted_reason, error=_error(exc),
+                outcome = StepOutcome.failed(self.exhausted_reason, error=str(exc),
                                              attempts=run.attempt)
             else:
                 raise self._retry(run, exc, None)

@@ -20,8 +20,7 @@ from runtime.migrations import downgrade, migrate
 from services.inventory import models as inventory_models
 from services.notify import models as notify_models
 from services.payment import models as payment_models
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.support.paths import ROOT
 
 MIGRATION_SETS = {
     "orchestrator": (orchestrator_models.MIGRATIONS, orchestrator_models.Base.metadata),
@@ -119,7 +118,7 @@ def test_the_migrate_command_can_run_on_every_start(tmp_path: Path) -> None:
     urls = {name: f"sqlite:///{tmp_path}/{name}.db" for name in SEEDED}
 
     def run_all() -> None:
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT),
+        env = {**os.environ, "PYTHONPATH": str(ROOT),
                **{f"{name.upper()}_DATABASE_URL": url for name, url in urls.items()}}
         procs = {name: subprocess.Popen([sys.executable, "-m", module, "migrate"], env=env,
                                         cwd=tmp_path, stdout=subprocess.PIPE,
@@ -142,7 +141,7 @@ def test_the_migrate_command_can_run_on_every_start(tmp_path: Path) -> None:
 def test_no_create_all_stands_in_for_migrations() -> None:
     offenders = []
     for package in ("contracts", "orchestrator", "services", "devstack"):
-        for path in (REPO_ROOT / package).rglob("*.py"):
+        for path in (ROOT / package).rglob("*.py"):
             if re.search(r"\bcreate_all\s*\(", path.read_text(encoding="utf-8")):
-                offenders.append(str(path.relative_to(REPO_ROOT)))
+                offenders.append(str(path.relative_to(ROOT)))
     assert offenders == []

@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.support.paths import ROOT as REPO_ROOT
+
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILE = REPO_ROOT / "docker" / "Dockerfile"
 INIT_SCRIPT = REPO_ROOT / "docker" / "postgres" / "init-databases.sh"
