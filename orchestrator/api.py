@@ -11,15 +11,22 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.orm import Session
 
-from orchestrator import catalog, orders, outbox
+from orchestrator import catalog, orders
 from orchestrator.bootstrap import Orchestrator, bootstrap
 from orchestrator.models import Order, SagaEvent
 from orchestrator.schemas import OrderIn, OrderLineIn, OrderOut, StepOut
 
 log = logging.getLogger("saga.api")
+
+# what a 503 tells a client to wait before it tries again
+RETRY_AFTER_S = 2
 
 
 class AsciiJSONResponse(JSONResponse):
@@ -35,20 +42,40 @@ def factory() -> FastAPI:
 
 def create_api(orch: Orchestrator) -> FastAPI:
     """The API of one orchestrator process, on the parts its composition root built."""
-    db, app = orch.db, orch.app
-    # connects on first use, not here
+    db = orch.db
+    # connects on first use, not here; one try, so /healthz answers within a second or two
     broker = redis.Redis.from_url(orch.settings.redis_url, socket_timeout=1,
-                                  socket_connect_timeout=1)
+                                  socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        # published orders whose outbox rows are not marked yet: mark them rather than have
-        # the relay send them again
-        orch.marks.flush()
+        # what was handed over is published and marked rather than left to the relay
+        orch.publisher.close()
 
     api = FastAPI(title="Order saga", version="0.1.0", lifespan=lifespan,
                   description="Orders go payment → inventory → e-mail; failures are compensated.")
+
+    @api.exception_handler(DBAPIError)
+    @api.exception_handler(SQLAlchemyTimeoutError)
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # locked (SQLite's busy timeout), away (refused, reset) or slow (PostgreSQL's lock or
+        # statement timeout, the pool's wait): nothing was stored, or it was and the
+        # Idempotency-Key finds it on the next try
+        error_id = uuid.uuid4().hex[:12]
+        log.warning("database unavailable error_id=%s %s %s: %s: %s", error_id, request.method,
+                    request.url.path, type(exc).__name__, str(exc).splitlines()[0][:300])
+        return AsciiJSONResponse(
+            {"detail": "the database is unavailable; try again (with the same Idempotency-Key)",
+             "error_id": error_id}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+    @api.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        error_id = uuid.uuid4().hex[:12]
+        log.error("unexpected error error_id=%s %s %s", error_id, request.method,
+                  request.url.path, exc_info=exc)
+        return AsciiJSONResponse({"detail": "internal error", "error_id": error_id},
+                                 status_code=500)
 
     @api.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -77,7 +104,7 @@ def create_api(orch: Orchestrator) -> FastAPI:
             raise HTTPException(
                 409, "this Idempotency-Key was used with a different request body") from conflict
         if placed.order is not None and placed.outbox_id is not None:
-            outbox.publish_placed(app, orch.marks, placed.order, placed.outbox_id)
+            orch.publisher.submit(placed.order, placed.outbox_id)
             # answered from what was just stored: nothing has happened to it yet worth a read
             out = order_out(placed.order, [])
         else:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from orchestrator import tasks
 from orchestrator.models import DeadLetter
-from orchestrator.outbox import SentMarks
+from orchestrator.outbox import Publisher
 from orchestrator.settings import Settings
 from runtime.process import Process, parts
 
@@ -13,7 +13,7 @@ from runtime.process import Process, parts
 @dataclass(frozen=True)
 class Orchestrator(Process):
     settings: Settings
-    marks: SentMarks  # outbox rows the API published, marked sent in batches
+    publisher: Publisher  # the API publishes new orders off the request path
 
 
 def bootstrap(settings: Settings | None = None) -> Orchestrator:
@@ -21,5 +21,5 @@ def bootstrap(settings: Settings | None = None) -> Orchestrator:
     # the API publishes with this app, the saga worker consumes with it
     db, dead_letters, app = parts("saga", settings, DeadLetter)
     tasks.register(app, db, settings)
-    return Orchestrator(settings, db, dead_letters, app, SentMarks(db.sessions))
+    return Orchestrator(settings, db, dead_letters, app, Publisher(app, db.sessions))
 

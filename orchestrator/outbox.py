@@ -1,11 +1,14 @@
 """The outbox: every message the saga owes is a row written in the same transaction as the
-decision to send it, published after the commit, and re-published by the relay if that publish
-failed. Publishing gives up at once when the broker is away (runtime.retries.FAIL_FAST): the
-row stays owed."""
+decision to send it, published after the commit (never inside a transaction), and re-published
+by the relay if that publish failed. Publishing gives up at once when the broker is away or hung
+(runtime.retries.FAIL_FAST, and the broker's socket timeouts in runtime.celery_app): the row
+stays owed."""
 import logging
+import queue
 import threading
 import time
 from datetime import timedelta
+from typing import Any
 
 from celery import Celery
 from sqlalchemy import select, update
@@ -23,29 +26,47 @@ def publish(app: Celery, order: Order, task: str) -> None:
     chain.for_task(app, order, task).apply_async(**FAIL_FAST)
 
 
-def flush(app: Celery, sessions: "sessionmaker[Session]", outbox_ids: list[int]) -> None:
-    """Publish owed messages; one that fails stays owed and the relay tries it again."""
+def flush(app: Celery, sessions: "sessionmaker[Session]", outbox_ids: list[int]) -> int:
+    """Publish owed messages, each outside any transaction: read what it says, publish, then
+    mark it sent. No lock is held while the broker is asked, so a hung broker never stalls a
+    writer (on SQLite, every writer). The first that fails stops the round, since the broker is
+    away: it and the rest stay owed for the relay. Returns how many were sent."""
+    sent = 0
     for outbox_id in outbox_ids:
-        with sessions.begin() as session:
-            row = session.get(Outbox, outbox_id, with_for_update=True)
+        with sessions() as session:
+            row = session.get(Outbox, outbox_id)
             if row is None or row.sent_at is not None:
                 continue
-            row.attempts += 1
             order = session.get(Order, row.order_id)
             assert order is not None
-            try:
-                publish(app, order, row.task)
-            except Exception:  # the broker is away: the row stays owed
-                log.exception("publish failed order_id=%s task=%s attempt=%s",
-                              row.order_id, row.task, row.attempts)
-                continue
-            row.sent_at = utcnow()
+            task = row.task
+            message = chain.for_task(app, order, task)  # built here, published after the read
+        try:
+            message.apply_async(**FAIL_FAST)
+        except Exception as exc:  # the broker is away: the row stays owed
+            log.warning("publish failed order_id=%s task=%s: %s: %s (left to the relay)",
+                        order.id, task, type(exc).__name__, exc)
+            _count_attempts(sessions, [outbox_id], sent=False)
+            break
+        _count_attempts(sessions, [outbox_id], sent=True)
+        sent += 1
+    return sent
+
+
+def _count_attempts(sessions: "sessionmaker[Session]", outbox_ids: list[int], sent: bool) -> None:
+    """One short write: the rows' attempts, and their sent mark when the broker took them."""
+    values: dict[str, Any] = {"attempts": Outbox.attempts + 1}
+    if sent:
+        values["sent_at"] = utcnow()
+    with sessions.begin() as session:
+        session.execute(update(Outbox).where(Outbox.id.in_(outbox_ids), Outbox.sent_at.is_(None))
+                        .values(**values))
 
 
 def relay(app: Celery, sessions: "sessionmaker[Session]", grace_s: float) -> int:
     """Re-publish what the API or a reply handler committed but did not get to publish."""
     cutoff = utcnow() - timedelta(seconds=grace_s)
-    with sessions.begin() as session:
+    with sessions() as session:
         owed = list(session.scalars(select(Outbox.id).where(
             Outbox.sent_at.is_(None), Outbox.created_at < cutoff).order_by(Outbox.id).limit(500)))
     if owed:
@@ -54,52 +75,70 @@ def relay(app: Celery, sessions: "sessionmaker[Session]", grace_s: float) -> int
     return len(owed)
 
 
-def publish_placed(app: Celery, marks: "SentMarks", order: Order, outbox_id: int) -> None:
-    """A new order's saga, published from the request that stored it. Its outbox row is marked
-    sent a moment later together with others' (SentMarks); if the publish fails, it stays owed
-    and the relay sends it."""
-    try:
-        publish(app, order, saga.STEPS[0].action)
-    except Exception:  # the broker is away: the row stays owed
-        log.exception("publish failed order_id=%s task=%s", order.id, saga.STEPS[0].action)
-        return
-    marks.add(outbox_id)
+class Publisher:
+    """The API's publishing, off the request path: a request stores the order with its outbox
+    row, hands it here and answers at once, whether the broker is up, refusing or hung. One
+    thread publishes what was handed over and marks the rows sent in one UPDATE per batch.
 
+    A publish that fails (the broker away or hung: bounded by the broker's socket timeouts)
+    pauses publishing for `pause_s`: what is handed over meanwhile stays owed, and the saga
+    worker's relay sends it (after its grace). So does a row whose mark is lost when this
+    process dies; the steps' idempotency makes a second publish harmless."""
 
-class SentMarks:
-    """Outbox rows published from requests, marked sent in one UPDATE every `every_s` rather
-    than in a write transaction per request. A row whose mark is lost (the process died first)
-    is published again by the relay after its grace, which the steps' idempotency makes
-    harmless."""
-
-    def __init__(self, sessions: "sessionmaker[Session]", every_s: float = 0.05) -> None:
-        self.sessions, self.every_s = sessions, every_s
-        self.ids: list[int] = []
+    def __init__(self, app: Celery, sessions: "sessionmaker[Session]", pause_s: float = 2.0,
+                 max_waiting: int = 10_000) -> None:
+        self.app, self.sessions, self.pause_s = app, sessions, pause_s
+        self.waiting: queue.Queue[tuple[Order, int] | None] = queue.Queue(max_waiting)
+        self.paused_until = 0.0
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
 
-    def add(self, outbox_id: int) -> None:
+    def submit(self, order: Order, outbox_id: int) -> None:
+        """Never blocks: a row that cannot wait here stays owed for the relay."""
         with self.lock:
-            self.ids.append(outbox_id)
             if self.thread is None:
-                self.thread = threading.Thread(target=self._run, name="outbox-sent-marks",
+                self.thread = threading.Thread(target=self._run, name="outbox-publisher",
                                                daemon=True)
                 self.thread.start()
-
-    def flush(self) -> None:
-        with self.lock:
-            ids, self.ids = self.ids, []
-        if not ids:
-            return
         try:
-            with self.sessions.begin() as session:
-                session.execute(update(Outbox).where(Outbox.id.in_(ids), Outbox.sent_at.is_(None))
-                                .values(sent_at=utcnow(), attempts=Outbox.attempts + 1))
-        except Exception:  # unmarked rows are published again by the relay: harmless
-            log.exception("could not mark %d outbox row(s) sent", len(ids))
+            self.waiting.put_nowait((order, outbox_id))
+        except queue.Full:
+            log.warning("publisher backlog full order_id=%s: left to the relay", order.id)
+
+    def close(self, timeout_s: float = 3.0) -> None:
+        """Publish and mark what was handed over, for at most `timeout_s` (at shutdown)."""
+        with self.lock:
+            thread, self.thread = self.thread, None
+        if thread is not None:
+            self.waiting.put(None)
+            thread.join(timeout_s)
 
     def _run(self) -> None:
         while True:
-            time.sleep(self.every_s)
-            self.flush()
+            batch = [self.waiting.get()]
+            while len(batch) < 500:
+                try:
+                    batch.append(self.waiting.get_nowait())
+                except queue.Empty:
+                    break
+            items = [item for item in batch if item is not None]
+            sent = [outbox_id for order, outbox_id in items if self._publish(order, outbox_id)]
+            if sent:
+                try:
+                    _count_attempts(self.sessions, sent, sent=True)
+                except Exception:  # unmarked rows are published again by the relay: harmless
+                    log.exception("could not mark %d outbox row(s) sent", len(sent))
+            if None in batch:
+                return
 
+    def _publish(self, order: Order, outbox_id: int) -> bool:
+        if time.monotonic() < self.paused_until:
+            return False
+        try:
+            publish(self.app, order, saga.STEPS[0].action)
+            return True
+        except Exception as exc:
+            self.paused_until = time.monotonic() + self.pause_s
+            log.warning("publish failed order_id=%s: %s: %s (publishing paused %.0fs; the relay "
+                        "sends what is owed)", order.id, type(exc).__name__, exc, self.pause_s)
+            return False

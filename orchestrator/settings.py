@@ -8,6 +8,8 @@ class Settings(ProcessSettings):
     model_config = SettingsConfigDict(env_prefix="ORCHESTRATOR_", extra="ignore")
 
     database_url: str = "sqlite:///var/orchestrator.db"
+    # a client waits no longer than this for a locked or away database before its 503
+    database_timeout_s: float = 5.0
     api_host: str = Field("127.0.0.1", validation_alias="API_HOST")
     api_port: int = Field(8000, validation_alias="API_PORT")
     # the saga worker re-publishes outbox rows the API or a reply handler could not publish

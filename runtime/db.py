@@ -11,13 +11,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from contracts.messages import utcnow as utcnow  # one clock for the wire and the tables
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, timeout_s: float = 10.0) -> Engine:
+    """`timeout_s` bounds every wait on the database (a lock, a connection, a host that drops
+    packets): past it the caller gets an error (a 503 at the API, a retry in a worker) rather
+    than a request or a worker that hangs."""
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10,
+                             pool_timeout=timeout_s, connect_args=postgres_bounds(timeout_s))
     path = url.split(":///", 1)[-1]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+    engine = create_engine(url, connect_args={"timeout": timeout_s, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -42,6 +46,17 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+def postgres_bounds(timeout_s: float) -> dict[str, Any]:
+    """libpq's own bounds: connecting, a peer that stops answering (keepalives, and unacked data
+    via tcp_user_timeout: a partition), a row lock. A statement may run longer (the sweeper's
+    scan, a migration) but not for ever."""
+    ms = int(timeout_s * 1000)
+    return {"connect_timeout": max(1, round(timeout_s / 2)), "keepalives": 1,
+            "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
+            "tcp_user_timeout": ms,
+            "options": f"-c lock_timeout={ms} -c statement_timeout={ms * 6}"}
+
+
 def reader(engine: Engine) -> Engine:
     """The same pool, for sessions that only read (a plain BEGIN on SQLite)."""
     return engine.execution_options(readonly=True)
@@ -57,8 +72,8 @@ class Database:
     read_sessions: "sessionmaker[Session]"
 
     @classmethod
-    def at(cls, url: str) -> "Database":
-        engine = make_engine(url)
+    def at(cls, url: str, timeout_s: float = 10.0) -> "Database":
+        engine = make_engine(url, timeout_s)
         return cls(engine, sessionmaker(engine, expire_on_commit=False),
                    sessionmaker(reader(engine), expire_on_commit=False))
 

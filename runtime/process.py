@@ -22,6 +22,6 @@ def parts(main: str, settings: ProcessSettings,
           dead_letter_model: type[DeadLetterMixin]) -> tuple[Database, DeadLetters, SagaApp]:
     """What every process has, built alike: its database, its dead letters there, and its
     Celery app (`main` names it) sending them there."""
-    db = Database.at(settings.database_url)
+    db = Database.at(settings.database_url, settings.database_timeout_s)
     dead_letters = DeadLetters(db.sessions, dead_letter_model)
     return db, dead_letters, make_app(main, settings.redis_url, dead_letters)

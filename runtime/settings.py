@@ -12,3 +12,5 @@ class ProcessSettings(BaseSettings):
 
     redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias="REDIS_URL")
     database_url: str = "sqlite:///var/process.db"
+    # the longest any wait on the database may last (runtime.db.make_engine)
+    database_timeout_s: float = 10.0
