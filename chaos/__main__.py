@@ -1,12 +1,14 @@
 """`python -m chaos`: the whole system on its own Redis, orders pouring in, faults on a seeded
 schedule, then the invariants checked from outside. Exits 1 if any is broken."""
 import argparse
+import contextlib
 import json
 import random
 import shutil
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from typing import Any
 from chaos import client, invariants, plan
 from chaos.faults import Injector, maildir_of
 from devstack.net import free_port
+from devstack.postgres import PostgresCluster
 from devstack.stack import Stack
 
 # Short deadlines so recovery shows within a run; the code paths are production's.
@@ -37,7 +40,22 @@ def parser() -> argparse.ArgumentParser:
                    help="where this run's databases, mails and logs go (wiped first)")
     p.add_argument("--quick", action="store_true",
                    help="the short variant `make test` runs: 80 orders over 20 s")
+    p.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite",
+                   help="every service on SQLite files, or on a PostgreSQL cluster of the run's "
+                        "own (initdb/pg_ctl; enables the pg_* faults) (default: %(default)s)")
+    p.add_argument("--faults", default="all", type=_kinds, metavar="KIND,...",
+                   help="which faults to inject, comma-separated (default: all that apply): "
+                        + "; ".join(f"{k}: {v}" for k, v in plan.KINDS.items()))
     return p
+
+
+def _kinds(value: str) -> set[str]:
+    kinds = set(plan.KINDS) if value == "all" else {k.strip() for k in value.split(",") if k}
+    unknown = kinds - set(plan.KINDS)
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown fault kind(s) {sorted(unknown)}; "
+                                         f"known: {', '.join(plan.KINDS)}")
+    return kinds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,9 +64,15 @@ def main(argv: list[str] | None = None) -> int:
         args.orders, args.window = 80, 20.0
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
     rng = random.Random(seed)
-    orders, faults = plan.orders(rng, args.orders), plan.faults(rng, args.window)
+    kinds = set(args.faults)
+    if args.database != "postgres":
+        if args.faults != set(plan.KINDS) and kinds & plan.POSTGRES_ONLY:
+            parser().error(f"{sorted(kinds & plan.POSTGRES_ONLY)} need --database postgres")
+        kinds -= plan.POSTGRES_ONLY
+    orders, faults = plan.orders(rng, args.orders), plan.faults(rng, args.window, kinds)
     say = _printer()
-    say(f"seed {seed} (replay with --seed {seed}); {args.orders} orders over {args.window:.0f}s")
+    say(f"seed {seed} (replay with --seed {seed} --faults {','.join(sorted(kinds))} "
+        f"--database {args.database}); {args.orders} orders over {args.window:.0f}s")
     say("fault schedule:\n    " + "\n    ".join(map(str, faults)))
 
     shutil.rmtree(args.var_dir, ignore_errors=True)
@@ -57,26 +81,41 @@ def main(argv: list[str] | None = None) -> int:
     env = {**SYSTEM_ENV, "REDIS_URL": "", "SMTP_HOST": ""}  # empty: our own embedded servers
     process_env = {k: {"WORKER_POOL": "prefork", "WORKER_CONCURRENCY": "2"}
                    for k in plan.PREFORK_KINDS}
-    with open(log, "w") as out, Stack(args.var_dir, env=env, api_port=free_port(),
-                                      process_env=process_env, out=out) as stack:
+    with contextlib.ExitStack() as running:
+        postgres = None
+        if args.database == "postgres":
+            postgres = running.enter_context(PostgresCluster(args.var_dir / "postgres"))
+            env.update({f"{name.upper()}_DATABASE_URL": postgres.create_database(name)
+                        for name in ("orchestrator", "payment", "inventory", "notify")})
+            say(f"postgresql: a cluster of this run's own on port {postgres.port}")
+        out = running.enter_context(open(log, "w"))
+        stack = running.enter_context(Stack(args.var_dir, env=env, api_port=free_port(),
+                                            process_env=process_env, out=out))
         stack.wait_ready(90)
         say(f"system up at {stack.api_url} (process output in {log})")
-        injector = Injector(stack, say)
+        injector = Injector(stack, say, postgres)
         started = time.monotonic()
-        placed: list[str] = []
-        loader = threading.Thread(target=lambda: placed.extend(
-            client.place_all(stack.api_url, orders, args.window)), daemon=True)
+        placing = client.Placing()
+        loader = threading.Thread(target=client.place_all,
+                                  args=(stack.api_url, orders, args.window, placing), daemon=True)
         loader.start()
         for fault in faults:
             time.sleep(max(0.0, started + fault.at_s - time.monotonic()))
             injector.apply(fault)
         last_fault = started + max(f.at_s + f.duration_s for f in faults)
         loader.join()
+        placed = placing.order_ids
         say(f"all {len(placed)} orders placed; faults over; waiting for every order to end")
         final, recovered_s = _settle(stack, placed, last_fault, args.settle, say)
         report = invariants.check(final, stack.env, maildir_of(stack), injector.junk_sent,
                                   sum(stack.supervisor.restarts.values()))
+    report.check(f"POSTs answered after more than {client.POST_BOUND_S:.0f}s", placing.over_bound,
+                 placing.over_bound == 0, "0")
+    report.info("longest POST (s)", placing.slowest_s)
+    report.info("POSTs repeated by the client (503, dropped)", placing.refused)
     report.info("duplicates injected", injector.duplicates_sent)
+    for kind, count in sorted(Counter(f.kind for f in faults).items()):
+        report.info(f"fault injected: {kind}", count)
     report.info("seconds to settle after last fault", recovered_s)
     print(report.table())
     (args.var_dir / "report.json").write_text(json.dumps(

@@ -13,14 +13,16 @@ import redis
 from kombu.exceptions import DecodeError
 
 from chaos.plan import Fault
+from devstack.postgres import PostgresCluster
 from devstack.redis_server import EmbeddedRedis
 from devstack.stack import Stack
 from runtime.transport import decode_envelope
 
 
 class Injector:
-    def __init__(self, stack: Stack, say: Callable[[str], None]) -> None:
-        self.stack, self.say = stack, say
+    def __init__(self, stack: Stack, say: Callable[[str], None],
+                 postgres: PostgresCluster | None = None) -> None:
+        self.stack, self.say, self.postgres = stack, say, postgres
         self.junk_sent = 0
         self.duplicates_sent = 0
 
@@ -64,6 +66,22 @@ class Injector:
         broker.start()
         self.say("redis restarted WITHOUT persistence: every queued and unacked message is gone")
 
+    def redis_pause(self, fault: Fault) -> None:
+        broker = self._broker()
+        broker.pause()
+        self.say(f"redis frozen (SIGSTOP) for {fault.duration_s:.0f}s: connections hang")
+        self._later(fault.duration_s, broker.resume, "redis resumed (SIGCONT)")
+
+    def pg_restart(self, _: Fault) -> None:
+        self._postgres().restart("fast")
+        self.say("postgresql restarted (fast: every session cut)")
+
+    def pg_stop(self, fault: Fault) -> None:
+        postgres = self._postgres()
+        postgres.stop("fast")
+        self.say(f"postgresql stopped for {fault.duration_s:.0f}s")
+        self._later(fault.duration_s, postgres.start, "postgresql started again")
+
     def duplicate(self, fault: Fault) -> None:
         """Queued messages pushed again, and in-flight (unacked) ones too: redelivery as it is."""
         client = self._client()
@@ -91,12 +109,18 @@ class Injector:
         assert smtp is not None
         smtp.stop()
         self.say(f"SMTP refusing connections for {fault.duration_s:.0f}s")
+        self._later(fault.duration_s, smtp.start, "SMTP back")
 
+    def _later(self, after_s: float, undo: Callable[[], object], said: str) -> None:
         def back() -> None:
-            time.sleep(fault.duration_s)
-            smtp.start()
-            self.say("SMTP back")
+            time.sleep(after_s)
+            undo()
+            self.say(said)
         threading.Thread(target=back, daemon=True).start()
+
+    def _postgres(self) -> PostgresCluster:
+        assert self.postgres is not None, "a pg_* fault needs --database postgres"
+        return self.postgres
 
     def _broker(self) -> EmbeddedRedis:
         assert self.stack.redis is not None, "chaos runs on its own embedded redis"
@@ -108,7 +132,7 @@ class Injector:
                 client = redis.Redis.from_url(self.stack.env["REDIS_URL"], socket_timeout=5)
                 client.ping()
                 return client
-            except redis.ConnectionError:
+            except redis.RedisError:  # refused, or frozen by a redis_pause
                 time.sleep(0.5)
         raise RuntimeError("redis did not come back")
 

@@ -14,11 +14,27 @@ SKUS: tuple[tuple[str, int], ...] = (
     ("BOOK-1", 55), ("MUG-1", 20), ("LIMITED-1", 20), ("SOLDOUT-1", 5))
 
 
+# every kind of fault, and what it does (chaos/faults.py does it)
+KINDS = {
+    "kill_main": "kill -9 a worker's main process (its supervisor restarts it)",
+    "kill_child": "kill -9 a prefork pool child mid-task",
+    "duplicate": "push copies of queued and in-flight messages (redelivery)",
+    "junk": "push undecodable and non-message junk onto a queue",
+    "redis_restart": "restart the broker, its append-only file kept",
+    "redis_wipe": "restart the broker with nothing kept: every queued and unacked message lost",
+    "redis_pause": "freeze the broker (SIGSTOP) for a while: connections hang, nothing refused",
+    "smtp_outage": "the SMTP server refuses connections for a while",
+    "pg_restart": "PostgreSQL fast restart: every session cut (--database postgres)",
+    "pg_stop": "PostgreSQL stopped for a few seconds, then started (--database postgres)",
+}
+POSTGRES_ONLY = {"pg_restart", "pg_stop"}
+
+
 @dataclass(frozen=True)
 class Fault:
     at_s: float
-    # kill_main | kill_child | redis_restart | redis_wipe | duplicate | junk | smtp_outage
-    kind: str
+    kind: str  # one of KINDS
+
     target: str = ""
     duration_s: float = 0.0
 
@@ -42,15 +58,28 @@ def orders(rng: random.Random, count: int) -> list[Order]:
                   token=rng.choices(tokens, token_weights)[0]) for _ in range(count)]
 
 
-def faults(rng: random.Random, window_s: float) -> list[Fault]:
-    """Every kind of fault at least once, at random times inside the window."""
+def faults(rng: random.Random, window_s: float, kinds: set[str]) -> list[Fault]:
+    """Each chosen kind of fault at least once, at random times inside the window."""
     def at() -> float:
         return round(rng.uniform(0.1 * window_s, 0.9 * window_s), 1)
 
-    plan = [Fault(at(), "kill_main", kind) for kind in WORKER_KINDS]
-    plan += [Fault(at(), "kill_child", kind) for kind in PREFORK_KINDS]
-    plan += [Fault(at(), "duplicate", queue) for queue in QUEUES]
-    plan += [Fault(at(), "junk", queue) for queue in QUEUES]
-    plan += [Fault(at(), "redis_restart"), Fault(at(), "redis_wipe")]
-    plan.append(Fault(at(), "smtp_outage", duration_s=round(rng.uniform(3, 8), 1)))
+    def lasting(low: float, high: float) -> float:
+        return round(rng.uniform(low, high), 1)
+
+    plan: list[Fault] = []
+    for kind in sorted(kinds):  # sorted: the same seed gives the same schedule
+        if kind == "kill_main":
+            plan += [Fault(at(), kind, worker) for worker in WORKER_KINDS]
+        elif kind == "kill_child":
+            plan += [Fault(at(), kind, worker) for worker in PREFORK_KINDS]
+        elif kind in ("duplicate", "junk"):
+            plan += [Fault(at(), kind, queue) for queue in QUEUES]
+        elif kind == "smtp_outage":
+            plan.append(Fault(at(), kind, duration_s=lasting(3, 8)))
+        elif kind == "redis_pause":
+            plan.append(Fault(at(), kind, duration_s=lasting(3, 12)))
+        elif kind == "pg_stop":
+            plan.append(Fault(at(), kind, duration_s=lasting(2, 8)))
+        else:
+            plan.append(Fault(at(), kind))
     return sorted(plan, key=lambda f: f.at_s)
