@@ -51,6 +51,8 @@ class Unkept:
     def record(self, task: str, order_id: str | None, payload: Any, error: str) -> None:
         print(f"bare: dead letter not kept task={task} error={error}", file=sys.stderr)
 
+    store = record
+
 
 def build_app() -> Celery:
     app = make_app("bare", broker_url(), Unkept())

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
+from chaos import plan
 from devstack.smtp import read_mails
 
 INITIAL_STOCK = {"BOOK-1": 1000, "MUG-1": 1000, "LIMITED-1": 10, "SOLDOUT-1": 0}
@@ -41,14 +42,34 @@ def query(url: str, sql: str) -> list[Any]:
         engine.dispose()
 
 
+def dictated(order: plan.Order) -> set[str]:
+    """How an order may end (`confirmed`, or a failure reason) by its card and its stock alone:
+    a fault may delay it, never change it."""
+    if order.token.startswith("tok_chargeDeclined"):
+        return {"payment_declined"}
+    if order.token == "tok_gatewayDown":
+        return {"payment_unavailable"}
+    ends = {"payment_unavailable"} if order.token == "tok_gatewayFlaky" else set()
+    if order.sku == "SOLDOUT-1":
+        return ends | {"out_of_stock"}
+    if order.sku == "LIMITED-1":  # ten on the shelf: whoever comes first
+        return ends | {"confirmed", "out_of_stock"}
+    return ends | {"confirmed"}
+
+
 def check(orders: dict[str, dict[str, Any]], env: dict[str, str], maildir: Path,
-          junk_sent: int, restarts: int) -> Report:
+          junk_sent: int, restarts: int, placed: dict[str, plan.Order]) -> Report:
     report = Report()
     status = Counter(o["status"] for o in orders.values())
     report.info("orders", len(orders))
     report.info("confirmed", status["confirmed"])
     report.info("failed", status["failed"])
     report.check("stuck (not confirmed or failed)", status["pending"], status["pending"] == 0, "0")
+    astray = Counter(f"{placed[o].token}/{placed[o].sku}->{d['reason'] or d['status']}"
+                     for o, d in orders.items() if d["status"] != "pending"
+                     and (d["reason"] or d["status"]) not in dictated(placed[o]))
+    report.check("orders not ending as card and stock dictate", sum(astray.values()),
+                 not astray, "0" + (f" (saw {dict(astray)})" if astray else ""))
     attention = sum(o["needs_attention"] for o in orders.values())
     report.check("orders flagged for attention", attention, attention == 0, "0")
 

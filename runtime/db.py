@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import DateTime, Engine, TypeDecorator, create_engine, event
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
 from contracts.messages import utcnow as utcnow  # one clock for the wire and the tables
@@ -55,6 +57,13 @@ def postgres_bounds(timeout_s: float) -> dict[str, Any]:
             "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
             "tcp_user_timeout": ms,
             "options": f"-c lock_timeout={ms} -c statement_timeout={ms * 6}"}
+
+
+def database_trouble(exc: BaseException) -> bool:
+    """A database that is away, restarting, locked or too slow: trouble that passes, never a
+    reason to fail an order. (An IntegrityError or a bad statement is not: those are bugs.)"""
+    return isinstance(exc, (OperationalError, InterfaceError, SQLAlchemyTimeoutError)) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated)
 
 
 def reader(engine: Engine) -> Engine:

@@ -39,12 +39,16 @@ class DeadLetterMixin:
 
 
 class DeadLetterSink(Protocol):
+    def store(self, task: str, order_id: str | None, payload: Any, error: str) -> None: ...
     def record(self, task: str, order_id: str | None, payload: Any, error: str) -> None: ...
 
 
 class LoggedOnly:
     """For a process that keeps no dead letters (a test's sender, a probe): each dead letter is
     logged whole, and kept nowhere else."""
+
+    def store(self, task: str, order_id: str | None, payload: Any, error: str) -> None:
+        _log_whole(task, order_id, payload, error)
 
     def record(self, task: str, order_id: str | None, payload: Any, error: str) -> None:
         _log_whole(task, order_id, payload, error)
@@ -61,19 +65,23 @@ class DeadLetters:
     def __init__(self, sessions: "sessionmaker[Session]", model: type[DeadLetterMixin]) -> None:
         self.sessions, self.model = sessions, model
 
+    def store(self, task: str, order_id: str | None, payload: Any, error: str) -> None:
+        """Raises when the database is away: the caller keeps the message to try again."""
+        with self.sessions.begin() as session:
+            session.execute(insert(self.model), {
+                "task": task, "order_id": order_id, "error": error,
+                "payload": json.dumps(payload, default=repr), "created_at": utcnow()})
+        log.warning(json.dumps({"order_id": order_id, "step": task, "outcome": "dead_lettered",
+                                "error": error}, default=str))
+
     def record(self, task: str, order_id: str | None, payload: Any, error: str) -> None:
-        """Never raises: a dead letter that cannot be stored is at least logged whole."""
+        """Never raises: where the message cannot be kept to try again (a task that raised),
+        a dead letter that cannot be stored is at least logged whole."""
         try:
-            with self.sessions.begin() as session:
-                session.execute(insert(self.model), {
-                    "task": task, "order_id": order_id, "error": error,
-                    "payload": json.dumps(payload, default=repr), "created_at": utcnow()})
+            self.store(task, order_id, payload, error)
         except Exception:
             log.exception("could not store a dead letter")
             _log_whole(task, order_id, payload, error)
-            return
-        log.warning(json.dumps({"order_id": order_id, "step": task, "outcome": "dead_lettered",
-                                "error": error}, default=str))
 
     def list(self, include_retried: bool = False) -> Iterator[dict[str, Any]]:
         model = self.model

@@ -1,4 +1,6 @@
-"""Every retry and publish policy, in one place. What a step may retry, and for how long, is
+"""Every retry and publish policy, in one place (what counts as database trouble, which every
+step waits out, is `runtime.db.database_trouble`: this module stays free of SQLAlchemy, which
+the benchmark's bare chain must not load). What a step may retry, and for how long, is
 declared on the step itself (`runtime.step.SagaStep`: `retry_budget`, `persistent`,
 `exhausted_reason`); this module holds the numbers and the rules they share."""
 import random

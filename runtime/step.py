@@ -22,6 +22,7 @@ from contracts.messages import (
     order_id_of,
 )
 from contracts.names import Queue, Task
+from runtime.db import database_trouble
 from runtime.deadletters import DeadLetteringTask
 from runtime.guard import LOCK_WAIT_S, MAX_DELIVERIES, Busy
 from runtime.headers import brief
@@ -91,8 +92,8 @@ class SagaStep(DeadLetteringTask):
         try:
             with self.app.guard.hold(delivery, run.order_id, self.name) as held:
                 if held.deliveries > MAX_DELIVERIES:
-                    self.app.dead_letters.record(
-                        self.name, run.order_id, payload,
+                    self._dead_letter(
+                        run, payload,
                         f"delivered {held.deliveries} times without finishing: a poison message?")
                     return self._finish(run, StepOutcome.failed(POISON,
                                                                 deliveries=held.deliveries))
@@ -108,7 +109,7 @@ class SagaStep(DeadLetteringTask):
             message = self.message.model_validate(payload)
         except ValidationError as exc:
             errors = exc.errors(include_url=False, include_context=False, include_input=False)
-            self.app.dead_letters.record(self.name, run.order_id, payload, str(exc))
+            self._dead_letter(run, payload, str(exc))
             return self._finish(run, StepOutcome.failed("invalid_message", errors=errors))
         if isinstance(message, ChainMessage):
             run.earlier, run.report_at_once = list(message.replies), list(message.report_at_once)
@@ -124,6 +125,10 @@ class SagaStep(DeadLetteringTask):
             if self.persistent:
                 stuck = self.request.retries + 1 >= ATTENTION_AFTER
                 raise self._retry(run, exc, STUCK if stuck else None)
+            if database_trouble(exc):
+                # the step's own database is away or restarting: its transaction did nothing,
+                # so the order waits for it (whatever the budget) rather than failing over it
+                raise self._retry(run, exc, None)
             # The errback tells the saga, which compensates; this reply (if it gets out) also
             # brings the earlier steps' replies, so the order's timeline stays whole.
             try:
@@ -133,6 +138,15 @@ class SagaStep(DeadLetteringTask):
                 log.exception("could not report the crash of %s", self.name)
             raise
         return self._finish(run, outcome)
+
+    def _dead_letter(self, run: "Run", payload: Any, error: str) -> None:
+        try:
+            self.app.dead_letters.store(self.name, run.order_id, payload, error)
+        except Exception as exc:
+            if not database_trouble(exc):
+                raise
+            # kept on the queue, not lost: delivered again once the database is back
+            raise self._retry(run, exc, None) from exc
 
     def _retry(self, run: "Run", exc: Exception, reason: str | None) -> BaseException:
         countdown = backoff_s(self.retry_backoff_s, self.request.retries)

@@ -4,6 +4,8 @@ there ends the worker's main process ("Unrecoverable error"). Pinned to kombu 5.
 
 Each app gets a transport class of its own (`transport_for`), carrying the app's dead-letter
 store: kombu builds transports from a class, not from an app."""
+import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from queue import Empty
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
     from runtime.deadletters import DeadLetterSink
 
 ENVELOPE_KEYS = ("body", "properties")
+log = logging.getLogger("saga.deadletters")
 
 
 def decode_envelope(item: bytes | str) -> dict[str, Any]:
@@ -78,14 +81,28 @@ class Channel(redis.Channel):
             try:
                 envelope = decode_envelope(item)
             except DecodeError as exc:
-                raw = item.decode("utf-8", "replace") if isinstance(item, bytes) else item
-                self.connection.dead_letters.record(f"<junk on queue {dest}>", None, raw, str(exc))
+                self._dead_letter(dest, item, exc)
                 return True
             self.connection._deliver(envelope, dest)
             return True
         finally:
             self._in_poll = None
             self._flush_brpop_reauth()
+
+
+    def _dead_letter(self, queue: str, item: bytes | str, exc: DecodeError) -> None:
+        raw = item.decode("utf-8", "replace") if isinstance(item, bytes) else item
+        try:
+            self.connection.dead_letters.store(f"<junk on queue {queue}>", None, raw, str(exc))
+        except Exception as store_failed:
+            # BRPOP took it off the queue and it has no delivery tag to come back by: put it back
+            # (behind what is queued) until the dead letters' database is back, and slow down
+            # rather than spin on a database that is away.
+            log.warning("junk on queue %s kept on the queue: dead letters unavailable (%s: %s)",
+                        queue, type(store_failed).__name__, store_failed)
+            with self.conn_or_acquire() as client:
+                client.lpush(queue, item)
+            time.sleep(1)
 
 
 class Transport(redis.Transport):

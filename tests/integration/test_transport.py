@@ -25,3 +25,40 @@ def test_closing_a_lost_connection_with_unacked_messages_is_a_connection_error(r
         channel.close()
     # nothing lost: the message waits in the unacked hash until it is restored
     assert redis.Redis.from_url(url).hlen("unacked") == 1
+
+
+class Store:
+    """A dead-letter store whose database can be away."""
+
+    def __init__(self) -> None:
+        self.away, self.kept = True, []
+
+    def store(self, task, order_id, payload, error):
+        if self.away:
+            raise ConnectionError("dead letters' database away")
+        self.kept.append((task, payload))
+
+    record = store
+
+
+def test_junk_stays_on_its_queue_while_the_dead_letters_cannot_be_stored(redis_db):
+    store = Store()
+    conn = Connection(redis_db, transport=transport_for(store))
+    client = redis.Redis.from_url(redis_db)
+    consumer = conn.Consumer(conn.SimpleQueue(QUEUE).queue, callbacks=[lambda *_: None])
+    client.lpush(QUEUE, b"\x00not json")
+    with consumer:
+        drain(conn)
+        assert client.lrange(QUEUE, 0, -1) == [b"\x00not json"]  # put back, not lost
+        store.away = False
+        drain(conn)
+    assert store.kept == [(f"<junk on queue {QUEUE}>", "\x00not json")]
+    assert client.llen(QUEUE) == 0
+    conn.release()
+
+
+def drain(conn):
+    try:
+        conn.drain_events(timeout=2)
+    except TimeoutError:  # nothing (more) on the queue
+        pass

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Task
+from sqlalchemy.exc import OperationalError
 
 from runtime.celery_app import SagaApp, make_app
 from runtime.guard import Busy, Delivery
@@ -15,9 +16,19 @@ from runtime.guard import Busy, Delivery
 class FakeDeadLetters:
     letters: list[dict[str, Any]] = field(default_factory=list)
 
-    def record(self, task: str, order_id: str | None, payload: Any, error: str) -> None:
+    database_away: bool = False  # store() raises, as the real one does then
+
+    def store(self, task: str, order_id: str | None, payload: Any, error: str) -> None:
+        if self.database_away:
+            raise OperationalError("INSERT INTO dead_letters", {}, Exception("connection refused"))
         self.letters.append({"task": task, "order_id": order_id, "payload": payload,
                              "error": error})
+
+    def record(self, task: str, order_id: str | None, payload: Any, error: str) -> None:
+        try:
+            self.store(task, order_id, payload, error)
+        except OperationalError:
+            pass  # the real one logs it whole
 
 
 @dataclass

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from celery.exceptions import Retry
+from sqlalchemy.exc import OperationalError
 
 from contracts.messages import (
     AuthorizePayment,
@@ -221,3 +222,30 @@ def test_a_wrong_option_is_an_error_where_the_step_is_declared(
 def test_celerys_own_options_are_options_too(app: SagaApp) -> None:
     task = step(app, reserved, acks_late=True, rate_limit="10/s")
     assert (task.acks_late, task.rate_limit) == (True, "10/s")
+
+
+def test_a_database_that_is_away_makes_a_step_wait_not_fail_the_order(app: SagaApp) -> None:
+    def database_restarting(_: Any) -> StepOutcome:
+        raise OperationalError("INSERT INTO inbox", {}, Exception("connection refused"))
+    task = step(app, database_restarting, "payment.authorize", AuthorizePayment, retry_budget=1)
+    payload = AuthorizePayment(order=ORDER, payment_token="tok_visa").model_dump(mode="json")
+    for retries in range(4):  # past the budget: the budget is the gateway's, not the database's
+        with pytest.raises(Retry):
+            deliver(task, payload, retries=retries)
+        [reply] = replies(app)
+        assert (reply["status"], reply["reason"]) == ("retrying", None)
+        assert "connection refused" in reply["detail"]["error"]
+        drain(app, "payment")
+
+
+def test_a_bad_payload_is_kept_on_the_queue_while_the_dead_letters_cannot_be_stored(
+        app: SagaApp, dead_letters: FakeDeadLetters) -> None:
+    task = step(app, reserved)
+    dead_letters.database_away = True
+    with pytest.raises(Retry):
+        deliver(task, {"order": {"order_id": "o-1"}})
+    [again] = drain(app, "inventory")  # delivered again later, not acked into nothing
+    assert again["args"] == [{"order": {"order_id": "o-1"}}]
+    dead_letters.database_away = False
+    assert deliver(task, {"order": {"order_id": "o-1"}}, retries=1) is None
+    assert [d["order_id"] for d in dead_letters.letters] == ["o-1"]
