@@ -8,6 +8,7 @@ import os
 import pwd
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -46,10 +47,14 @@ class PostgresCluster:
     port, trust authentication on 127.0.0.1. stop() and start() again keep the port and the
     data. As root, every directory above `base_dir` must be open to the `postgres` user."""
 
-    def __init__(self, base_dir: Path, port: int | None = None) -> None:
+    def __init__(self, base_dir: Path, port: int | None = None, host: str = HOST,
+                 launcher: Sequence[str] = ()) -> None:
+        # host and launcher: another host's address, and how to start a process there
+        # (devstack.hosts); by default this machine's loopback
+        self.host, self.launcher = host, list(launcher)
         self.base_dir = Path(base_dir).resolve()
         self.data_dir = self.base_dir / "data"
-        self.port = port or free_port(HOST)
+        self.port = port or (free_port(HOST) if not launcher else 5432)
         why = available()
         if why:
             raise RuntimeError(why)
@@ -58,7 +63,7 @@ class PostgresCluster:
         self.bin = found
 
     def url(self, database: str) -> str:
-        return f"postgresql+psycopg://postgres@{HOST}:{self.port}/{database}"
+        return f"postgresql+psycopg://postgres@{self.host}:{self.port}/{database}"
 
     @property
     def log_path(self) -> Path:
@@ -68,7 +73,7 @@ class PostgresCluster:
         if not (self.data_dir / "PG_VERSION").exists():
             self._init()
         self._pg_ctl("start", "-w", "-t", "60", "-l", str(self.log_path), "-o",
-                     f"-p {self.port} -c listen_addresses={HOST} -k {self.data_dir} "
+                     f"-p {self.port} -c listen_addresses={self.host} -k {self.data_dir} "
                      "-c fsync=off -c full_page_writes=off -c max_connections=200")
         return self
 
@@ -79,11 +84,11 @@ class PostgresCluster:
 
     def restart(self, mode: str = "fast") -> None:
         self._pg_ctl("restart", "-w", "-t", "60", "-m", mode, "-l", str(self.log_path), "-o",
-                     f"-p {self.port} -c listen_addresses={HOST} -k {self.data_dir} "
+                     f"-p {self.port} -c listen_addresses={self.host} -k {self.data_dir} "
                      "-c fsync=off -c full_page_writes=off -c max_connections=200")
 
     def create_database(self, name: str) -> str:
-        with psycopg.connect(host=HOST, port=self.port, user="postgres", dbname="postgres",
+        with psycopg.connect(host=self.host, port=self.port, user="postgres", dbname="postgres",
                              autocommit=True, connect_timeout=10) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
@@ -94,6 +99,9 @@ class PostgresCluster:
         self._own(self.data_dir)
         self._run([str(self.bin / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
                    "-A", "trust", "--no-sync", "-E", "UTF8"])
+        if self.host != HOST:  # on a host of its own: its clients come from the other hosts
+            with open(self.data_dir / "pg_hba.conf", "a") as hba:
+                hba.write("host all all 0.0.0.0/0 trust  # a test cluster's private network\n")
 
     def _pg_ctl(self, *args: str) -> None:
         self._run([str(self.bin / "pg_ctl"), "-D", str(self.data_dir), *args])
@@ -106,6 +114,7 @@ class PostgresCluster:
     def _run(self, argv: list[str]) -> None:
         if os.geteuid() == 0:
             argv = ["runuser", "-u", "postgres", "--", *argv]
+        argv = [*self.launcher, *argv]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}):\n"

@@ -7,6 +7,7 @@ import importlib.util
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -40,7 +41,11 @@ def redis_server_binary() -> Path:
 class EmbeddedRedis:
     """One redis-server bound to 127.0.0.1; stop() and start() again keep the same port."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, appendonly: bool = False) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, appendonly: bool = False,
+                 host: str = HOST, launcher: Sequence[str] = ()) -> None:
+        # host and launcher: another host's address, and how to start a process there
+        # (devstack.hosts); by default this machine's loopback
+        self.host, self.launcher = host, list(launcher)
         self.data_dir = Path(data_dir).resolve()
         self.appendonly = appendonly
         self._port = port
@@ -54,7 +59,7 @@ class EmbeddedRedis:
 
     @property
     def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     @property
     def log_path(self) -> Path:
@@ -74,10 +79,10 @@ class EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._refuse_if_dir_in_use()
         if self._port is None:
-            self._port = free_port(HOST)
+            self._port = free_port(HOST) if not self.launcher else 6379
         argv = [
-            str(redis_server_binary()),
-            "--bind", HOST,
+            *self.launcher, str(redis_server_binary()),
+            "--bind", self.host,
             "--port", str(self._port),
             "--dir", str(self.data_dir),
             "--pidfile", str(self.pid_path),
@@ -123,7 +128,7 @@ class EmbeddedRedis:
         deadline = time.monotonic() + START_TIMEOUT
         # No retries: redis-py's default backs off for seconds on "connection refused", while
         # this loop already polls every 50 ms.
-        client = redis.Redis(host=HOST, port=self.port, socket_connect_timeout=0.5,
+        client = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=0.5,
                              socket_timeout=0.5, retry=Retry(NoBackoff(), 0))
         try:
             while True:

@@ -7,7 +7,7 @@ real infrastructure.
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -61,11 +61,14 @@ class Stack:
                  api_port: int | None = None, *, workers: Mapping[str, int] | None = None,
                  process_env: Mapping[str, Mapping[str, str]] | None = None,
                  redis_appendonly: bool = True, repo_root: Path = REPO_ROOT,
-                 out: Out | None = None, relay: bool = True) -> None:
+                 out: Out | None = None, relay: bool = True,
+                 launchers: Mapping[str, Sequence[str]] | None = None) -> None:
+        # launchers: per kind of process, how to start it on another host (devstack.hosts)
         self.var_dir = Path(var_dir).resolve()
         self.repo_root = Path(repo_root).resolve()
         self.workers = _process_counts(workers or {})
         self.process_env = {k: dict(v) for k, v in (process_env or {}).items()}
+        self.launchers = {k: list(v) for k, v in (launchers or {}).items()}
         self.redis: EmbeddedRedis | None = None
         self.smtp: MailDropServer | None = None
         self.supervisor = Supervisor(log_dir=self.var_dir / "log", out=out, cwd=self.repo_root,
@@ -125,7 +128,8 @@ class Stack:
         say = self.supervisor.say
         self.var_dir.mkdir(parents=True, exist_ok=True)
         host, port = self._env["API_HOST"], int(self._env["API_PORT"])
-        if self.workers.get("api", 0) and not port_is_free(host, port):
+        if self.workers.get("api", 0) and "api" not in self.launchers \
+                and not port_is_free(host, port):
             # Found now rather than as an API crash-looping on "address already in use".
             raise RuntimeError(f"{host}:{port} is already in use; pick another port "
                                f"(python -m devstack run --port N, or API_PORT=N)")
@@ -150,7 +154,7 @@ class Stack:
         for kind, count in self.workers.items():
             for index in range(1, count + 1):
                 name = kind if count == 1 else f"{kind}-{index}"
-                argv = [sys.executable, *PROCESSES[kind]]
+                argv = [*self.launchers.get(kind, ()), sys.executable, *PROCESSES[kind]]
                 if count > 1:
                     # Celery refuses to share a node name between workers; give each its own.
                     argv += ["--hostname", f"{name}@%h"]

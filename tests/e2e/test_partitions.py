@@ -1,0 +1,155 @@
+"""Hosts, not just processes: the broker on one host, PostgreSQL on another, the API and the saga
+worker on a third, each service's worker on a host of its own, all network namespaces on this
+machine joined by a bridge (devstack.hosts). Faults are what a network does: packets dropped
+both ways or one way (iptables), a lossy link, the broker's host frozen. After each, every order
+placed during it ends as its card and stock dictate, with one e-mail, and no one restarted
+anything."""
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devstack import hosts, postgres
+from devstack.hosts import Network
+from devstack.postgres import PostgresCluster
+from devstack.redis_server import EmbeddedRedis
+from devstack.smtp import MailDropServer
+from devstack.stack import Stack
+from tests.support.orders import mails_for, order_body, wait_terminal
+from tests.support.waiting import wait_for
+
+HOSTS = ["broker", "db", "app", "payment", "inventory", "notify"]
+POST_BOUND_S = 3.0  # the API never waits on the broker (see test_hangs.py)
+FAULT_S = 8.0
+
+
+@dataclass
+class Topology:
+    net: Network
+    broker: EmbeddedRedis
+    stack: Stack
+    mail: MailDropServer
+
+
+@pytest.fixture(scope="module")
+def topology() -> Iterator[Topology]:
+    why = hosts.available() or postgres.available()
+    if why:
+        pytest.skip(why)
+    # under /tmp, open to the postgres user the cluster runs as
+    base = Path(tempfile.mkdtemp(prefix="saga-hosts-"))
+    base.chmod(0o755)
+    with Network(HOSTS) as net, \
+            EmbeddedRedis(base / "redis", appendonly=True, host=net["broker"].address,
+                          launcher=net["broker"].command([])) as broker, \
+            PostgresCluster(base / "postgres", host=net["db"].address,
+                            launcher=net["db"].command([])) as cluster, \
+            MailDropServer(base / "mail", host=net.gateway) as mail:
+        env = {"REDIS_URL": broker.url, "SMTP_HOST": net.gateway, "SMTP_PORT": str(mail.port),
+               "API_HOST": net["app"].address,
+               "ORCHESTRATOR_RELAY_INTERVAL_S": "0.5", "ORCHESTRATOR_RELAY_GRACE_S": "1",
+               "ORCHESTRATOR_STEP_DEADLINE_S": "30",
+               "PAYMENT_RETRY_BACKOFF_S": "0.05", "GATEWAY_TIMEOUT_MS": "20",
+               "NOTIFY_RETRY_BACKOFF_S": "0.2",
+               **{f"{name.upper()}_DATABASE_URL": cluster.create_database(name)
+                  for name in ("orchestrator", "payment", "inventory", "notify")}}
+        launchers = {"api": net["app"].command([]), "saga": net["app"].command([]),
+                     **{name: net[name].command([]) for name in ("payment", "inventory",
+                                                                 "notify")}}
+        with Stack(base / "var", env=env, api_port=8000, launchers=launchers) as stack:
+            stack.wait_ready(timeout=120)
+            yield Topology(net, broker, stack, mail)
+
+
+@pytest.fixture
+def api(topology: Topology) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=topology.stack.api_url, timeout=30) as client:
+        yield client
+
+
+def place_during(api: httpx.Client, count: int, tag: str) -> list[str]:
+    placed, slowest = [], 0.0
+    for index in range(count):
+        started = time.monotonic()
+        response = api.post("/orders", json=order_body(email=f"{tag}{index}@example.com"))
+        slowest = max(slowest, time.monotonic() - started)
+        assert response.status_code == 202, response.text
+        placed.append(response.json()["id"])
+    assert slowest < POST_BOUND_S, f"a POST took {slowest:.1f}s during the fault"
+    return placed
+
+
+def all_end_well(api: httpx.Client, mail: MailDropServer, placed: list[str]) -> None:
+    for order_id in placed:
+        order = wait_terminal(api, order_id, timeout=120)
+        assert (order["status"], order["needs_attention"]) == ("confirmed", False), order
+        wait_for(lambda o=order_id: mails_for(mail.maildir, o), 60, what="its e-mail")
+    time.sleep(2)  # a second e-mail would come now
+    assert [len(mails_for(mail.maildir, o)) for o in placed] == [1] * len(placed)
+
+
+@pytest.mark.parametrize("worker", ["payment", "inventory"])
+@pytest.mark.parametrize("direction", ["both", "out", "in"])
+def test_a_worker_host_cut_off_from_the_broker_catches_up_when_the_network_heals(
+        topology: Topology, api: httpx.Client, worker: str, direction: str) -> None:
+    cut = topology.net[worker]
+    cut.partition(topology.net["broker"], direction)
+    try:
+        placed = place_during(api, 4, f"{worker}-{direction}-")
+        time.sleep(FAULT_S)
+    finally:
+        cut.heal()
+    all_end_well(api, topology.mail, placed)
+
+
+def test_a_lossy_link_to_the_broker_slows_orders_but_loses_none(
+        topology: Topology, api: httpx.Client) -> None:
+    for name in ("payment", "inventory", "notify"):
+        topology.net[name].lossy(topology.net["broker"], 0.3)
+    try:
+        placed = place_during(api, 6, "lossy-")
+        all_end_well(api, topology.mail, placed)
+    finally:
+        for name in ("payment", "inventory", "notify"):
+            topology.net[name].heal()
+
+
+def test_orders_placed_while_the_broker_host_is_frozen_complete_when_it_resumes(
+        topology: Topology, api: httpx.Client) -> None:
+    namespace = topology.net["broker"].namespace
+    pids = [int(p) for p in subprocess.run(["ip", "netns", "pids", namespace],
+                                           capture_output=True, text=True).stdout.split()]
+    assert pids, "nothing runs on the broker host"
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        placed = place_during(api, 4, "frozen-")
+        health = api.get("/healthz")
+        assert (health.status_code, health.json()["database"]) == (503, "ok")
+        time.sleep(FAULT_S)
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    all_end_well(api, topology.mail, placed)
+
+
+def test_added_latency_on_the_links_slows_orders_but_loses_none(
+        topology: Topology, api: httpx.Client) -> None:
+    why = hosts.latency_available()
+    if why:
+        pytest.skip(why)
+    for name in ("payment", "inventory", "notify"):
+        topology.net[name].delay(150, jitter_ms=50)
+    try:
+        placed = place_during(api, 4, "latency-")
+        all_end_well(api, topology.mail, placed)
+    finally:
+        for name in ("payment", "inventory", "notify"):
+            topology.net[name].heal()
