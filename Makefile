@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test test-fast lint typecheck lint-imports venv clean chaos bench
+.PHONY: run test test-fast test-deps lint typecheck lint-imports venv clean chaos bench
 
 venv: $(VENV)/.installed
 
@@ -25,8 +25,12 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
+# What a few tests need from the system (iproute2, iptables): installed as root, else they skip
+test-deps:
+	@sh scripts/install-test-deps.sh
+
 # Everything: the checks above, then unit, integration and end-to-end tests
-test: venv lint-imports lint typecheck
+test: venv test-deps lint-imports lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The quick loop: the unit tests alone (no server of any kind)

@@ -15,9 +15,12 @@ from typing import Any
 
 from chaos import client, invariants, plan
 from chaos.faults import Injector, maildir_of
+from devstack import hosts
 from devstack.net import free_port
 from devstack.postgres import PostgresCluster
 from devstack.stack import Stack
+
+HOSTS = ["broker", "db", "app", "payment", "inventory", "notify"]
 
 # Short deadlines so recovery shows within a run; the code paths are production's.
 SYSTEM_ENV = {
@@ -43,6 +46,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite",
                    help="every service on SQLite files, or on a PostgreSQL cluster of the run's "
                         "own (initdb/pg_ctl; enables the pg_* faults) (default: %(default)s)")
+    p.add_argument("--hosts", choices=("auto", "on", "off"), default="auto",
+                   help="spread the system over hosts (network namespaces: the broker, the "
+                        "database, the API with the saga worker, each service), which the "
+                        "network faults need; auto: when this machine can (root, ip, iptables) "
+                        "(default: %(default)s)")
     p.add_argument("--faults", default="all", type=_kinds, metavar="KIND,...",
                    help="which faults to inject, comma-separated (default: all that apply): "
                         + "; ".join(f"{k}: {v}" for k, v in plan.KINDS.items()))
@@ -64,15 +72,30 @@ def main(argv: list[str] | None = None) -> int:
         args.orders, args.window = 80, 20.0
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
     rng = random.Random(seed)
-    kinds = set(args.faults)
-    if args.database != "postgres":
-        if args.faults != set(plan.KINDS) and kinds & plan.POSTGRES_ONLY:
-            parser().error(f"{sorted(kinds & plan.POSTGRES_ONLY)} need --database postgres")
-        kinds -= plan.POSTGRES_ONLY
-    orders, faults = plan.orders(rng, args.orders), plan.faults(rng, args.window, kinds)
     say = _printer()
+    chosen = args.faults != set(plan.KINDS)  # named on the command line, not "all"
+    kinds = set(args.faults)
+
+    def without(unavailable: set[str], why: str) -> None:
+        nonlocal kinds
+        if chosen and kinds & unavailable:
+            parser().error(f"{', '.join(sorted(kinds & unavailable))}: {why}")
+        if kinds & unavailable:
+            say(f"not injecting {', '.join(sorted(kinds & unavailable))}: {why}")
+        kinds -= unavailable
+    if args.database != "postgres":
+        without(plan.POSTGRES_ONLY, "needs --database postgres")
+    hosts_why = "--hosts off" if args.hosts == "off" else hosts.available()
+    if hosts_why and args.hosts == "on":
+        parser().error(f"--hosts on: {hosts_why}")
+    if hosts_why:
+        without(plan.HOSTS_ONLY, f"needs hosts ({hosts_why})")
+    elif "latency" in kinds and (netem_why := hosts.latency_available()):
+        without({"latency"}, netem_why)
+    orders, faults = plan.orders(rng, args.orders), plan.faults(rng, args.window, kinds)
     say(f"seed {seed} (replay with --seed {seed} --faults {','.join(sorted(kinds))} "
-        f"--database {args.database}); {args.orders} orders over {args.window:.0f}s")
+        f"--database {args.database} --hosts {'off' if hosts_why else 'on'}); "
+        f"{args.orders} orders over {args.window:.0f}s")
     say("fault schedule:\n    " + "\n    ".join(map(str, faults)))
 
     shutil.rmtree(args.var_dir, ignore_errors=True)
@@ -82,15 +105,22 @@ def main(argv: list[str] | None = None) -> int:
     process_env = {k: {"WORKER_POOL": "prefork", "WORKER_CONCURRENCY": "2"}
                    for k in plan.PREFORK_KINDS}
     with contextlib.ExitStack() as running:
+        network = None if hosts_why else running.enter_context(hosts.Network(HOSTS))
+        if network is not None:
+            say("hosts: " + ", ".join(f"{h.name} {h.address}" for h in network.hosts.values()))
         postgres = None
         if args.database == "postgres":
-            postgres = running.enter_context(PostgresCluster(args.var_dir / "postgres"))
+            postgres = running.enter_context(
+                PostgresCluster(args.var_dir / "postgres") if network is None else
+                PostgresCluster(args.var_dir / "postgres", host=network["db"].address,
+                                launcher=network["db"].command([])))
             env.update({f"{name.upper()}_DATABASE_URL": postgres.create_database(name)
                         for name in ("orchestrator", "payment", "inventory", "notify")})
             say(f"postgresql: a cluster of this run's own on port {postgres.port}")
         out = running.enter_context(open(log, "w"))
         stack = running.enter_context(Stack(args.var_dir, env=env, api_port=free_port(),
-                                            process_env=process_env, out=out))
+                                            process_env=process_env, out=out,
+                                            network=network))
         stack.wait_ready(90)
         say(f"system up at {stack.api_url} (process output in {log})")
         injector = Injector(stack, say, postgres)

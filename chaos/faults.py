@@ -12,7 +12,8 @@ import psutil
 import redis
 from kombu.exceptions import DecodeError
 
-from chaos.plan import Fault
+from chaos.plan import SERVICES, Fault
+from devstack.hosts import Network
 from devstack.postgres import PostgresCluster
 from devstack.redis_server import EmbeddedRedis
 from devstack.stack import Stack
@@ -82,6 +83,35 @@ class Injector:
         self.say(f"postgresql stopped for {fault.duration_s:.0f}s")
         self._later(fault.duration_s, postgres.start, "postgresql started again")
 
+    def partition(self, fault: Fault) -> None:
+        net = self._network()
+        host = net[fault.target]
+        rules = host.partition(net["broker"], fault.how)
+        self.say(f"{fault.target}'s host cut off from the broker's ({fault.how}) "
+                 f"for {fault.duration_s:.0f}s")
+        self._later(fault.duration_s, lambda: host.heal(rules),
+                    f"{fault.target}'s host reaches the broker again")
+
+    def lossy(self, fault: Fault) -> None:
+        net = self._network()
+        added = {name: net[name].lossy(net["broker"], 0.3) for name in SERVICES}
+
+        def heal() -> None:
+            for name, rules in added.items():
+                net[name].heal(rules)
+        self.say(f"the workers' links drop 30% of packets for {fault.duration_s:.0f}s")
+        self._later(fault.duration_s, heal, "the workers' links lose nothing again")
+
+    def latency(self, fault: Fault) -> None:
+        net = self._network()
+        for name in SERVICES:
+            net[name].delay(100, jitter_ms=30)
+        def undelay() -> None:
+            for name in SERVICES:
+                net[name].undelay()
+        self.say(f"the workers' links delay packets 100 ms for {fault.duration_s:.0f}s")
+        self._later(fault.duration_s, undelay, "the workers' links are fast again")
+
     def duplicate(self, fault: Fault) -> None:
         """Queued messages pushed again, and in-flight (unacked) ones too: redelivery as it is."""
         client = self._client()
@@ -117,6 +147,10 @@ class Injector:
             undo()
             self.say(said)
         threading.Thread(target=back, daemon=True).start()
+
+    def _network(self) -> Network:
+        assert self.stack.network is not None, "a network fault needs the run on hosts"
+        return self.stack.network
 
     def _postgres(self) -> PostgresCluster:
         assert self.postgres is not None, "a pg_* fault needs --database postgres"

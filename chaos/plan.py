@@ -26,8 +26,14 @@ KINDS = {
     "smtp_outage": "the SMTP server refuses connections for a while",
     "pg_restart": "PostgreSQL fast restart: every session cut (--database postgres)",
     "pg_stop": "PostgreSQL stopped for a few seconds, then started (--database postgres)",
+    "partition": "a worker's host cut off from the broker's (packets dropped both ways or one "
+                 "way) for a while (needs hosts)",
+    "lossy": "the links of the workers' hosts drop 30%% of packets for a while (needs hosts)",
+    "latency": "the links of the workers' hosts delay every packet 100 ms (needs hosts, netem)",
 }
 POSTGRES_ONLY = {"pg_restart", "pg_stop"}
+HOSTS_ONLY = {"partition", "lossy", "latency"}
+SERVICES = ("payment", "inventory", "notify")
 
 
 @dataclass(frozen=True)
@@ -37,9 +43,10 @@ class Fault:
 
     target: str = ""
     duration_s: float = 0.0
+    how: str = ""  # a partition's direction, seen from the target: both, in, out
 
     def __str__(self) -> str:
-        what = f"{self.kind} {self.target}".strip()
+        what = f"{self.kind} {self.target} {self.how}".strip()
         lasting = f" for {self.duration_s:.0f}s" if self.duration_s else ""
         return f"t+{self.at_s:5.1f}s  {what}" + lasting
 
@@ -80,6 +87,11 @@ def faults(rng: random.Random, window_s: float, kinds: set[str]) -> list[Fault]:
             plan.append(Fault(at(), kind, duration_s=lasting(3, 12)))
         elif kind == "pg_stop":
             plan.append(Fault(at(), kind, duration_s=lasting(2, 8)))
+        elif kind == "partition":
+            plan += [Fault(at(), kind, service, lasting(3, 10), rng.choice(("both", "in", "out")))
+                     for service in SERVICES]
+        elif kind in ("lossy", "latency"):
+            plan.append(Fault(at(), kind, duration_s=lasting(4, 10)))
         else:
             plan.append(Fault(at(), kind))
     return sorted(plan, key=lambda f: f.at_s)

@@ -55,24 +55,30 @@ class Host:
         """`argv` run on this host (`ip netns exec` execs it: same pid, same signals)."""
         return ["ip", "netns", "exec", self.namespace, *argv]
 
-    def _rule(self, *rule: str) -> None:
+    def _rule(self, *rule: str) -> list[str]:
         _run("ip", "netns", "exec", self.namespace, "iptables", "-A", *rule)
         self.rules.append(list(rule))
+        return list(rule)
 
-    def partition(self, peer: "Host", direction: str = "both") -> None:
+    def partition(self, peer: "Host", direction: str = "both") -> list[list[str]]:
         """Drop packets between this host and `peer`, seen from this host: `both`, `out` (what
         this host sends never arrives) or `in` (what the peer sends never arrives). Nothing is
-        refused: connections hang, as in a real partition."""
+        refused: connections hang, as in a real partition. Returns the rules, for heal()."""
+        if direction not in ("both", "in", "out"):
+            raise ValueError(f"direction {direction!r}: both, in or out")
+        rules = []
         if direction in ("both", "out"):
-            self._rule("OUTPUT", "-d", peer.address, "-j", "DROP")
+            rules.append(self._rule("OUTPUT", "-d", peer.address, "-j", "DROP"))
         if direction in ("both", "in"):
-            self._rule("INPUT", "-s", peer.address, "-j", "DROP")
+            rules.append(self._rule("INPUT", "-s", peer.address, "-j", "DROP"))
+        return rules
 
-    def lossy(self, peer: "Host", share: float) -> None:
-        """Drop `share` of the packets either way between this host and `peer`, at random."""
-        for chain, flag in (("OUTPUT", "-d"), ("INPUT", "-s")):
-            self._rule(chain, flag, peer.address, "-m", "statistic", "--mode", "random",
-                       "--probability", f"{share:.2f}", "-j", "DROP")
+    def lossy(self, peer: "Host", share: float) -> list[list[str]]:
+        """Drop `share` of the packets either way between this host and `peer`, at random.
+        Returns the rules, for heal()."""
+        return [self._rule(chain, flag, peer.address, "-m", "statistic", "--mode", "random",
+                           "--probability", f"{share:.2f}", "-j", "DROP")
+                for chain, flag in (("OUTPUT", "-d"), ("INPUT", "-s"))]
 
     def delay(self, ms: int, jitter_ms: int = 0) -> None:
         """Every packet this host sends waits `ms` (needs netem: `latency_available()`)."""
@@ -80,14 +86,20 @@ class Host:
              "root", "netem", "delay", f"{ms}ms", f"{jitter_ms}ms")
         self.delayed = True
 
-    def heal(self) -> None:
+    def undelay(self) -> None:
         if self.delayed:
             _run("ip", "netns", "exec", self.namespace, "tc", "qdisc", "del", "dev",
                  self.interface, "root", check=False)
             self.delayed = False
-        for rule in reversed(self.rules):
+
+    def heal(self, rules: list[list[str]] | None = None) -> None:
+        """Undo `rules` (as partition() or lossy() returned them), or every fault."""
+        if rules is None:
+            self.undelay()
+        for rule in reversed(rules if rules is not None else list(self.rules)):
             _run("ip", "netns", "exec", self.namespace, "iptables", "-D", *rule, check=False)
-        self.rules.clear()
+            if rule in self.rules:
+                self.rules.remove(rule)
 
 
 def latency_available() -> str | None:

@@ -7,12 +7,13 @@ real infrastructure.
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
 import httpx
 
+from devstack.hosts import Network
 from devstack.net import port_is_free
 from devstack.redis_server import EmbeddedRedis
 from devstack.smtp import MailDropServer
@@ -62,13 +63,20 @@ class Stack:
                  process_env: Mapping[str, Mapping[str, str]] | None = None,
                  redis_appendonly: bool = True, repo_root: Path = REPO_ROOT,
                  out: Out | None = None, relay: bool = True,
-                 launchers: Mapping[str, Sequence[str]] | None = None) -> None:
-        # launchers: per kind of process, how to start it on another host (devstack.hosts)
+                 network: Network | None = None) -> None:
+        # network: spread over hosts (devstack.hosts): the embedded broker on `broker`, the API
+        # and the saga worker on `app`, each service on the host of its name (else `app`), the
+        # embedded SMTP server on this machine, the network's gateway
         self.var_dir = Path(var_dir).resolve()
         self.repo_root = Path(repo_root).resolve()
         self.workers = _process_counts(workers or {})
         self.process_env = {k: dict(v) for k, v in (process_env or {}).items()}
-        self.launchers = {k: list(v) for k, v in (launchers or {}).items()}
+        self.network = network
+        self.launchers: dict[str, list[str]] = {}
+        if network is not None:
+            app = network["app"]
+            self.launchers = {kind: (network.hosts.get(kind) or app).command([])
+                              for kind in PROCESSES}
         self.redis: EmbeddedRedis | None = None
         self.smtp: MailDropServer | None = None
         self.supervisor = Supervisor(log_dir=self.var_dir / "log", out=out, cwd=self.repo_root,
@@ -82,6 +90,8 @@ class Stack:
                 del self._env[variable]
         for variable, name in DATABASES.items():
             self._env.setdefault(variable, f"sqlite:///{self.var_dir / name}.db")
+        if network is not None:
+            self._env["API_HOST"] = network["app"].address
         self._env.setdefault("API_HOST", "127.0.0.1")
         self._env["API_PORT"] = (str(api_port) if api_port is not None
                                  else self._env.get("API_PORT", "8000"))
@@ -90,9 +100,14 @@ class Stack:
         if "REDIS_URL" not in self._env:
             # appendonly: SQLite state survives a restart of `make run`, so the queued messages
             # that belong to it must too, or in-flight sagas would hang forever.
-            self.redis = EmbeddedRedis(self.var_dir / "redis", appendonly=redis_appendonly)
+            self.redis = EmbeddedRedis(self.var_dir / "redis", appendonly=redis_appendonly) \
+                if network is None else \
+                EmbeddedRedis(self.var_dir / "redis", appendonly=redis_appendonly,
+                              host=network["broker"].address,
+                              launcher=network["broker"].command([]))
         if "SMTP_HOST" not in self._env:
-            self.smtp = MailDropServer(self.var_dir / "mail")
+            self.smtp = MailDropServer(self.var_dir / "mail") if network is None else \
+                MailDropServer(self.var_dir / "mail", host=network.gateway)
 
     @property
     def env(self) -> dict[str, str]:

@@ -47,25 +47,19 @@ def topology() -> Iterator[Topology]:
     base = Path(tempfile.mkdtemp(prefix="saga-hosts-"))
     base.chmod(0o755)
     with Network(HOSTS) as net, \
-            EmbeddedRedis(base / "redis", appendonly=True, host=net["broker"].address,
-                          launcher=net["broker"].command([])) as broker, \
             PostgresCluster(base / "postgres", host=net["db"].address,
-                            launcher=net["db"].command([])) as cluster, \
-            MailDropServer(base / "mail", host=net.gateway) as mail:
-        env = {"REDIS_URL": broker.url, "SMTP_HOST": net.gateway, "SMTP_PORT": str(mail.port),
-               "API_HOST": net["app"].address,
+                            launcher=net["db"].command([])) as cluster:
+        env = {"REDIS_URL": "", "SMTP_HOST": "",  # embedded: the broker on its host
                "ORCHESTRATOR_RELAY_INTERVAL_S": "0.5", "ORCHESTRATOR_RELAY_GRACE_S": "1",
                "ORCHESTRATOR_STEP_DEADLINE_S": "30",
                "PAYMENT_RETRY_BACKOFF_S": "0.05", "GATEWAY_TIMEOUT_MS": "20",
                "NOTIFY_RETRY_BACKOFF_S": "0.2",
                **{f"{name.upper()}_DATABASE_URL": cluster.create_database(name)
                   for name in ("orchestrator", "payment", "inventory", "notify")}}
-        launchers = {"api": net["app"].command([]), "saga": net["app"].command([]),
-                     **{name: net[name].command([]) for name in ("payment", "inventory",
-                                                                 "notify")}}
-        with Stack(base / "var", env=env, api_port=8000, launchers=launchers) as stack:
+        with Stack(base / "var", env=env, api_port=8000, network=net) as stack:
             stack.wait_ready(timeout=120)
-            yield Topology(net, broker, stack, mail)
+            assert stack.redis is not None and stack.smtp is not None
+            yield Topology(net, stack.redis, stack, stack.smtp)
 
 
 @pytest.fixture
