@@ -94,12 +94,12 @@ class Injector:
 
     def lossy(self, fault: Fault) -> None:
         net = self._network()
-        added = {name: net[name].lossy(net["broker"], 0.3) for name in SERVICES}
+        added = {name: net[name].lossy(net["broker"], 0.1) for name in SERVICES}
 
         def heal() -> None:
             for name, rules in added.items():
                 net[name].heal(rules)
-        self.say(f"the workers' links drop 30% of packets for {fault.duration_s:.0f}s")
+        self.say(f"the workers' links drop 10% of packets for {fault.duration_s:.0f}s")
         self._later(fault.duration_s, heal, "the workers' links lose nothing again")
 
     def latency(self, fault: Fault) -> None:

@@ -28,7 +28,7 @@ KINDS = {
     "pg_stop": "PostgreSQL stopped for a few seconds, then started (--database postgres)",
     "partition": "a worker's host cut off from the broker's (packets dropped both ways or one "
                  "way) for a while (needs hosts)",
-    "lossy": "the links of the workers' hosts drop 30%% of packets for a while (needs hosts)",
+    "lossy": "the links of the workers' hosts drop 10%% of packets for a while (needs hosts)",
     "latency": "the links of the workers' hosts delay every packet 100 ms (needs hosts, netem)",
 }
 POSTGRES_ONLY = {"pg_restart", "pg_stop"}

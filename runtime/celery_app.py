@@ -23,6 +23,16 @@ if TYPE_CHECKING:
 VISIBILITY_TIMEOUT_S = 600
 
 
+# A broker that hangs or is cut off must not hang us. Every synchronous command (a publish, an
+# ack) gives up after socket_timeout and is retried by its policy; connecting, after
+# socket_connect_timeout. Consuming is not bounded by these (kombu's BRPOP waits in the event
+# loop): kombu drops a BRPOP whose reply is overdue by health_check_interval and reconnects, and
+# TCP keepalives find a peer that is gone while the connection idles.
+BROKER_SOCKET_BOUNDS: dict[str, Any] = {
+    "socket_timeout": 5, "socket_connect_timeout": 3, "socket_keepalive": True,
+    "health_check_interval": 10}
+
+
 class SagaApp(Celery):
     """A Celery app that knows where its process keeps dead letters and how it guards a
     delivery: set once by the composition root, read by the tasks, the consumer and the
@@ -69,7 +79,8 @@ def make_app(main: str, broker_url: str, dead_letters: "DeadLetterSink") -> Saga
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S,
+                                  **BROKER_SOCKET_BOUNDS},
         task_routes=(route_by_namespace,),
         task_create_missing_queues=True,
         task_default_queue=Queue.SAGA if main == "saga" else "celery",

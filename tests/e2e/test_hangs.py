@@ -15,6 +15,7 @@ from tests.support.waiting import wait_for
 # A POST is bounded by the database alone; the broker is never waited on. Far below the 30-60 s
 # a request hung for before, and loose enough for a busy machine.
 POST_BOUND_S = 3.0
+HANG_S = 30
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,9 @@ def test_orders_taken_while_the_broker_hangs_all_complete_once_it_is_back(
             assert health.status_code == 503
             assert health.json()["database"] == "ok"
             assert health.json()["broker"].startswith("unreachable")
-            time.sleep(8)  # long enough for every worker's socket timeouts to fire
+            # past every bound (socket timeouts, kombu's BRPOP health check at ~21 s): each
+            # worker notices, drops its connection and reconnects by itself
+            time.sleep(HANG_S)
         finally:
             broker.resume()
         for order_id in placed:
