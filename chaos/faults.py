@@ -12,7 +12,7 @@ import psutil
 import redis
 from kombu.exceptions import DecodeError
 
-from chaos.plan import SERVICES, Fault
+from chaos.plan import QUEUES, SERVICES, Fault
 from devstack.hosts import Network
 from devstack.postgres import PostgresCluster
 from devstack.redis_server import EmbeddedRedis
@@ -25,6 +25,7 @@ class Injector:
                  postgres: PostgresCluster | None = None) -> None:
         self.stack, self.say, self.postgres = stack, say, postgres
         self.junk_sent = 0
+        self.junk_wiped = 0  # junk still queued when a redis_wipe lost it with everything else
         self.duplicates_sent = 0
 
     def apply(self, fault: Fault) -> None:
@@ -56,6 +57,10 @@ class Injector:
 
     def redis_wipe(self, _: Fault) -> None:
         broker = self._broker()
+        client = self._client()
+        self.junk_wiped += sum(1 for queue in QUEUES
+                               for raw in cast(list[bytes], client.lrange(queue, 0, -1))
+                               if not _is_message(raw))
         broker.stop()
         for leftover in [*broker.data_dir.glob("appendonly*"), *broker.data_dir.glob("*.rdb")]:
             if leftover.is_dir():

@@ -1,6 +1,7 @@
 """kombu's Redis transport, except that junk on a queue is dead-lettered instead of stopping the
-worker: stock kombu decodes what BRPOP returns inside the event loop, and one non-JSON item
-there ends the worker's main process ("Unrecoverable error"). Pinned to kombu 5.7.
+worker (stock kombu decodes what BRPOP returns inside the event loop, and one non-JSON item
+there ends the worker's main process: "Unrecoverable error"), and that a failed ack cannot stop
+a worker consuming (QoS below). Pinned to kombu 5.7.
 
 Each app gets a transport class of its own (`transport_for`), carrying the app's dead-letter
 store: kombu builds transports from a class, not from an app."""
@@ -12,7 +13,7 @@ from queue import Empty
 from typing import TYPE_CHECKING, Any
 
 from kombu.exceptions import DecodeError
-from kombu.transport import redis
+from kombu.transport import redis, virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -36,7 +37,31 @@ def decode_envelope(item: bytes | str) -> dict[str, Any]:
     return envelope
 
 
+class QoS(redis.QoS):
+    """kombu's Redis QoS, except that an ack or reject that fails still frees its prefetch slot.
+    Stock kombu frees it only after the Redis command succeeded: an ack that timed out on a hung
+    broker (logged "Couldn't ack" and swallowed by kombu.message) kept the slot taken, and with
+    prefetch 1 the worker never asked for a message again. The message itself stays in the
+    unacked hash and comes back after the visibility timeout: our steps are idempotent."""
+
+    def ack(self, delivery_tag: Any) -> None:
+        try:
+            self._remove_from_indices(delivery_tag).execute()
+        finally:
+            virtual.QoS.ack(self, delivery_tag)
+
+    def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        try:
+            if requeue:
+                self.restore_by_tag(delivery_tag, leftmost=True)
+            else:
+                self._remove_from_indices(delivery_tag).execute()
+        finally:
+            virtual.QoS.ack(self, delivery_tag)
+
+
 class Channel(redis.Channel):
+    QoS = QoS
     _shared_client: Any = None
 
     @contextmanager

