@@ -18,8 +18,10 @@ def make_engine(url: str, timeout_s: float = 10.0) -> Engine:
     packets): past it the caller gets an error (a 503 at the API, a retry in a worker) rather
     than a request or a worker that hangs."""
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10,
-                             pool_timeout=timeout_s, connect_args=postgres_bounds(timeout_s))
+        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10,
+                               pool_timeout=timeout_s, connect_args=postgres_bounds(timeout_s))
+        event.listen(engine, "handle_error", _drop_confused_connections)
+        return engine
     path = url.split(":///", 1)[-1]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -46,6 +48,17 @@ def make_engine(url: str, timeout_s: float = 10.0) -> Engine:
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def _drop_confused_connections(context: Any) -> None:
+    # A connection the server cut mid-protocol (a restart) can come back to the pool out of
+    # step: psycopg then answers "unexpected result EMPTY_QUERY from command 'BEGIN'"
+    # (InterfaceError) and, on the next checkout, refuses even the pre-ping ("can't change
+    # 'autocommit' now", a ProgrammingError SQLAlchemy does not count as a disconnect). Either
+    # way the connection is thrown away and a fresh one made, instead of failing a step.
+    if context.is_pre_ping or isinstance(context.original_exception,
+                                         context.dialect.loaded_dbapi.InterfaceError):
+        context.is_disconnect = True
 
 
 def postgres_bounds(timeout_s: float) -> dict[str, Any]:

@@ -1,4 +1,6 @@
 """Notify's domain: exactly one e-mail per order, a confirmation or a failure notice."""
+import itertools
+import time
 from email.message import EmailMessage
 from typing import Protocol
 
@@ -7,9 +9,10 @@ from sqlalchemy.exc import IntegrityError
 
 from contracts.messages import MailKind, MailSent, SagaOrder, SendFailureNotice, StockReserved
 from contracts.names import Task
-from runtime.db import utcnow
+from runtime.db import database_trouble, utcnow
 from runtime.inbox import once
 from runtime.outcome import StepOutcome
+from runtime.retries import backoff_s
 from services.notify.mailer import MailRejected, compose
 from services.notify.models import Inbox, Mail
 
@@ -55,6 +58,23 @@ def claim(db: Engine, order: SagaOrder, kind: str, mail: EmailMessage) -> tuple[
             return row.kind, row.status
 
 
+def mark_sent(db: Engine, order_id: str, patience_s: float = 60.0) -> None:
+    """Say at once that the mail went out, waiting out a database that is away or restarting:
+    the SMTP server has taken it, and a retry that found the claim still `sending` would send it
+    a second time. Only a database away for longer than `patience_s` (or a crash right here)
+    leaves that window open; the step's own record then retries as any step does."""
+    deadline = time.monotonic() + patience_s
+    for attempt in itertools.count():
+        try:
+            with db.begin() as conn:
+                conn.execute(_SET, {"id": order_id, "status": "sent", "sent_at": utcnow()})
+            return
+        except Exception as exc:
+            if not database_trouble(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(backoff_s(0.25, attempt))
+
+
 def _send_once(order: SagaOrder, kind: MailKind, step: str, mail: EmailMessage, db: Engine,
                mailer: Mailer) -> StepOutcome:
     def deliver() -> str:
@@ -66,6 +86,7 @@ def _send_once(order: SagaOrder, kind: MailKind, step: str, mail: EmailMessage, 
                 mailer.send(mail)
             except MailRejected as exc:
                 return f"rejected:{exc}"
+            mark_sent(db, order.order_id)
         return "sent"
 
     def record(conn: Connection, result: str) -> StepOutcome:

@@ -1,8 +1,18 @@
 """E-mail through a real SMTP server: exactly one per order, and outages raise to be retried."""
+import tempfile
+import threading
+import time
+from pathlib import Path
+
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from contracts.messages import OrderLine, SagaOrder, SendFailureNotice, StockReserved
+from devstack import postgres
+from devstack.postgres import PostgresCluster
 from devstack.smtp import read_mails
+from runtime.db import make_engine
+from runtime.migrations import migrate
 from services.notify import handlers
 from services.notify.mailer import SmtpMailer, SmtpUnavailable
 from services.notify.models import MIGRATIONS
@@ -82,3 +92,36 @@ def test_a_confirmation_and_a_failure_notice_racing_send_one_mail(db, mailer, ma
     assert len(mails_for(maildrop, order_id)) == 1
     assert sum("already_sent" in o.detail for o in outcomes) == 1
     assert [o.succeeded for o in outcomes].count(False) == 1
+
+
+def test_a_database_restart_right_after_sending_does_not_send_it_twice(mailer, maildrop):
+    why = postgres.available()
+    if why:
+        pytest.skip(why)
+    base = Path(tempfile.mkdtemp(prefix="saga-notify-pg-"))
+    base.chmod(0o755)  # open to the postgres user the cluster runs as
+    with PostgresCluster(base) as cluster:
+        url = cluster.create_database("notify")
+        migrate(url, MIGRATIONS)
+        db = make_engine(url, timeout_s=2)
+        reserved = StockReserved(order=order("restart-1"), authorization_id="a",
+                                 reservation_id="r")
+
+        class RestartAfterSending:
+            """The real SMTP server takes the mail; then PostgreSQL stops for a second."""
+
+            def send(self, mail):
+                mailer.send(mail)
+                cluster.stop("fast")
+                threading.Timer(1.0, cluster.start).start()
+
+        outcome = None
+        for _delivery in range(3):  # the step's retries, as the worker would make them
+            try:
+                outcome = handlers.send_confirmation(reserved, db, RestartAfterSending(), SENDER)
+                break
+            except OperationalError:
+                time.sleep(2)
+        db.dispose()
+    assert outcome is not None and outcome.succeeded
+    assert len(mails_for(maildrop, "restart-1")) == 1
