@@ -28,6 +28,8 @@ SYSTEM_ENV = {
     "ORCHESTRATOR_RELAY_INTERVAL_S": "1", "ORCHESTRATOR_RELAY_GRACE_S": "2",
     "PAYMENT_RETRY_BACKOFF_S": "0.1", "GATEWAY_TIMEOUT_MS": "20",
     "NOTIFY_RETRY_BACKOFF_S": "0.25",
+    # a locked or away database is a 503 within the POST bound (chaos/client.py), not a wait
+    "ORCHESTRATOR_DATABASE_TIMEOUT_S": "1",
 }
 
 

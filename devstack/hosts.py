@@ -115,12 +115,21 @@ def latency_available() -> str | None:
         _run("ip", "netns", "del", probe, check=False)
 
 
+def _free_subnet() -> int:
+    """A 10.213.N.0/24 no network on this machine uses yet (another run's, or one left over)."""
+    taken = _run("ip", "-4", "-o", "addr", "show", check=False).stdout
+    for subnet in range(100, 250):
+        if f"10.213.{subnet}." not in taken:
+            return subnet
+    raise RuntimeError("no free 10.213.N.0/24 left: stale test networks? (ip netns list)")
+
+
 class Network:
     """Hosts on a /24 of their own; `Network(["broker", "db", "app", "payment"])`."""
 
     def __init__(self, names: list[str], subnet: int | None = None) -> None:
         self.tag = uuid.uuid4().hex[:5]  # several networks (and runs) side by side
-        self.subnet = subnet if subnet is not None else 100 + int(self.tag, 16) % 100
+        self.subnet = subnet if subnet is not None else _free_subnet()
         self.switch = f"saga-{self.tag}-sw"
         self.gateway = f"10.213.{self.subnet}.1"  # the machine itself
         self.hosts = {name: Host(name, f"saga-{self.tag}-{name}",

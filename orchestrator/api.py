@@ -22,6 +22,7 @@ from orchestrator import catalog, orders
 from orchestrator.bootstrap import Orchestrator, bootstrap
 from orchestrator.models import Order, SagaEvent
 from orchestrator.schemas import OrderIn, OrderLineIn, OrderOut, StepOut
+from runtime.db import database_trouble
 
 log = logging.getLogger("saga.api")
 
@@ -61,7 +62,9 @@ def create_api(orch: Orchestrator) -> FastAPI:
     async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
         # locked (SQLite's busy timeout), away (refused, reset) or slow (PostgreSQL's lock or
         # statement timeout, the pool's wait): nothing was stored, or it was and the
-        # Idempotency-Key finds it on the next try
+        # Idempotency-Key finds it on the next try. Any other database error is a bug: a 500.
+        if not database_trouble(exc):
+            return await unexpected(request, exc)
         error_id = uuid.uuid4().hex[:12]
         log.warning("database unavailable error_id=%s %s %s: %s: %s", error_id, request.method,
                     request.url.path, type(exc).__name__, str(exc).splitlines()[0][:300])

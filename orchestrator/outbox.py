@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator import chain, saga
 from orchestrator.models import Order, Outbox
-from runtime.db import utcnow
+from runtime.db import Database, utcnow
 from runtime.retries import FAIL_FAST
 
 log = logging.getLogger("saga.dispatch")
@@ -26,14 +26,14 @@ def publish(app: Celery, order: Order, task: str) -> None:
     chain.for_task(app, order, task).apply_async(**FAIL_FAST)
 
 
-def flush(app: Celery, sessions: "sessionmaker[Session]", outbox_ids: list[int]) -> int:
+def flush(app: Celery, db: Database, outbox_ids: list[int]) -> int:
     """Publish owed messages, each outside any transaction: read what it says, publish, then
     mark it sent. No lock is held while the broker is asked, so a hung broker never stalls a
     writer (on SQLite, every writer). The first that fails stops the round, since the broker is
     away: it and the rest stay owed for the relay. Returns how many were sent."""
     sent = 0
     for outbox_id in outbox_ids:
-        with sessions() as session:
+        with db.read_sessions() as session:
             row = session.get(Outbox, outbox_id)
             if row is None or row.sent_at is not None:
                 continue
@@ -46,9 +46,9 @@ def flush(app: Celery, sessions: "sessionmaker[Session]", outbox_ids: list[int])
         except Exception as exc:  # the broker is away: the row stays owed
             log.warning("publish failed order_id=%s task=%s: %s: %s (left to the relay)",
                         order.id, task, type(exc).__name__, exc)
-            _count_attempts(sessions, [outbox_id], sent=False)
+            _count_attempts(db.sessions, [outbox_id], sent=False)
             break
-        _count_attempts(sessions, [outbox_id], sent=True)
+        _count_attempts(db.sessions, [outbox_id], sent=True)
         sent += 1
     return sent
 
@@ -63,15 +63,15 @@ def _count_attempts(sessions: "sessionmaker[Session]", outbox_ids: list[int], se
                         .values(**values))
 
 
-def relay(app: Celery, sessions: "sessionmaker[Session]", grace_s: float) -> int:
+def relay(app: Celery, db: Database, grace_s: float) -> int:
     """Re-publish what the API or a reply handler committed but did not get to publish."""
     cutoff = utcnow() - timedelta(seconds=grace_s)
-    with sessions() as session:
+    with db.read_sessions() as session:
         owed = list(session.scalars(select(Outbox.id).where(
             Outbox.sent_at.is_(None), Outbox.created_at < cutoff).order_by(Outbox.id).limit(500)))
     if owed:
         log.warning("relaying %d owed message(s)", len(owed))
-        flush(app, sessions, owed)
+        flush(app, db, owed)
     return len(owed)
 
 
@@ -92,11 +92,14 @@ class Publisher:
         self.paused_until = 0.0
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
+        self.closed = False
 
     def submit(self, order: Order, outbox_id: int) -> None:
         """Never blocks: a row that cannot wait here stays owed for the relay."""
         with self.lock:
-            if self.thread is None:
+            if self.closed:
+                return  # shutting down: the relay sends it
+            if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self._run, name="outbox-publisher",
                                                daemon=True)
                 self.thread.start()
@@ -108,9 +111,13 @@ class Publisher:
     def close(self, timeout_s: float = 3.0) -> None:
         """Publish and mark what was handed over, for at most `timeout_s` (at shutdown)."""
         with self.lock:
+            self.closed = True
             thread, self.thread = self.thread, None
         if thread is not None:
-            self.waiting.put(None)
+            try:
+                self.waiting.put(None, timeout=timeout_s)
+            except queue.Full:
+                return  # a backlog this long is the relay's
             thread.join(timeout_s)
 
     def _run(self) -> None:
@@ -122,18 +129,22 @@ class Publisher:
                 except queue.Empty:
                     break
             items = [item for item in batch if item is not None]
-            sent = [outbox_id for order, outbox_id in items if self._publish(order, outbox_id)]
-            if sent:
+            published = {outbox_id: self._publish(order, outbox_id) for order, outbox_id in items}
+            for was_sent in (True, False):
+                ids = [outbox_id for outbox_id, ok in published.items() if ok is was_sent]
+                if not ids:
+                    continue
                 try:
-                    _count_attempts(self.sessions, sent, sent=True)
+                    _count_attempts(self.sessions, ids, sent=was_sent)
                 except Exception:  # unmarked rows are published again by the relay: harmless
-                    log.exception("could not mark %d outbox row(s) sent", len(sent))
+                    log.exception("could not mark %d outbox row(s)", len(ids))
             if None in batch:
                 return
 
-    def _publish(self, order: Order, outbox_id: int) -> bool:
+    def _publish(self, order: Order, outbox_id: int) -> bool | None:
+        """True: published; False: the publish failed; None: not tried (paused)."""
         if time.monotonic() < self.paused_until:
-            return False
+            return None
         try:
             publish(self.app, order, saga.STEPS[0].action)
             return True

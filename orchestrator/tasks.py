@@ -11,14 +11,13 @@ from celery import Task as BaseTask
 from celery import bootsteps
 from pydantic import ValidationError
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
 
 from contracts.messages import StepFailed, StepReply
 from contracts.names import Task
 from orchestrator import outbox, replies, sweeper
 from orchestrator.settings import Settings
 from runtime.celery_app import SagaApp
-from runtime.db import Database
+from runtime.db import Database, database_trouble
 from runtime.deadletters import DeadLetteringTask
 from runtime.headers import brief
 from runtime.retries import backoff_s
@@ -38,9 +37,15 @@ def register(app: SagaApp, db: Database, settings: Settings) -> None:
             return
         try:
             owed = apply(db.engine, message)
-        except OperationalError as exc:
+        except Exception as exc:
+            if not database_trouble(exc):
+                raise
             raise _later(task, message.order_id, exc) from exc
-        outbox.flush(app, db.sessions, owed)
+        try:
+            outbox.flush(app, db, owed)
+        except Exception:  # the reply is applied; what it owes stays owed for the relay
+            log.exception("publishing after order_id=%s failed; left to the relay",
+                          message.order_id)
 
     @app.task(name=Task.STEP_RESULT, base=DeadLetteringTask, bind=True, max_retries=None,
               shared=False, lazy=False)
@@ -67,7 +72,7 @@ def _accept(app: SagaApp, task: str, payload: Any, schema: type[M]) -> M | None:
 
 # Retrying through Celery, not autoretry_for: our own line says which order waits, where Celery's
 # "retry" line is INFO in the logger the workers quiet (runtime.celery_app).
-def _later(task: CeleryTask, order_id: str, exc: OperationalError) -> BaseException:
+def _later(task: CeleryTask, order_id: str, exc: Exception) -> BaseException:
     """A reply is applied in the saga's database; trouble there that may pass (a locked SQLite
     file, a PostgreSQL restart) retries it with backoff instead of losing it: applying a reply
     twice is harmless (replies.py), and one lost after the order closed is never swept up."""
@@ -85,11 +90,11 @@ def recover(app: SagaApp, db: Database, settings: Settings, stop: threading.Even
     sweep_from = time.monotonic() + settings.step_deadline_s
     while not stop.wait(settings.relay_interval_s):
         try:
-            outbox.relay(app, db.sessions, settings.relay_grace_s)
+            outbox.relay(app, db, settings.relay_grace_s)
             if time.monotonic() >= sweep_from:
                 owed = sweeper.sweep(db.engine, settings.step_deadline_s,
                                      settings.saga_deadline_s)
-                outbox.flush(app, db.sessions, owed)
+                outbox.flush(app, db, owed)
         except Exception:  # keep going: the next round may find the broker or DB back
             log.exception("relay/sweep round failed")
 

@@ -56,8 +56,9 @@ def _drop_confused_connections(context: Any) -> None:
     # (InterfaceError) and, on the next checkout, refuses even the pre-ping ("can't change
     # 'autocommit' now", a ProgrammingError SQLAlchemy does not count as a disconnect). Either
     # way the connection is thrown away and a fresh one made, instead of failing a step.
-    if context.is_pre_ping or isinstance(context.original_exception,
-                                         context.dialect.loaded_dbapi.InterfaceError):
+    error = context.original_exception
+    if context.is_pre_ping or (isinstance(error, context.dialect.loaded_dbapi.InterfaceError)
+                               and "unexpected result" in str(error)):
         context.is_disconnect = True
 
 
@@ -72,11 +73,34 @@ def postgres_bounds(timeout_s: float) -> dict[str, Any]:
             "options": f"-c lock_timeout={ms} -c statement_timeout={ms * 6}"}
 
 
+# What passes: SQLite busy or locked; PostgreSQL's connection exceptions (class 08), an
+# administrator or crash shutdown or a server still starting (57P01-57P03), too many connections
+# (53300), a serialization failure or deadlock (40001, 40P01), a lock or statement timeout
+# (55P03, 57014). Not a missing table, a syntax error, a full disk: those are for a person.
+_SQLITE_PASSING = {"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_BUSY_SNAPSHOT", "SQLITE_BUSY_RECOVERY"}
+_POSTGRES_PASSING = ("08", "57P01", "57P02", "57P03", "53300", "40001", "40P01", "55P03",
+                     "57014")
+
+
 def database_trouble(exc: BaseException) -> bool:
-    """A database that is away, restarting, locked or too slow: trouble that passes, never a
-    reason to fail an order. (An IntegrityError or a bad statement is not: those are bugs.)"""
-    return isinstance(exc, (OperationalError, InterfaceError, SQLAlchemyTimeoutError)) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated)
+    """A database that is away, restarting, locked or too slow: trouble that passes, which a
+    step waits out and the API answers with a 503. A bad statement, a missing table or a full
+    disk is not: those fail as any bug does."""
+    if isinstance(exc, SQLAlchemyTimeoutError):  # no connection free in the pool in time
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    driver_error = exc.orig
+    errorname = getattr(driver_error, "sqlite_errorname", None)
+    if errorname is not None:
+        return errorname in _SQLITE_PASSING
+    sqlstate = getattr(driver_error, "sqlstate", None)
+    if sqlstate is not None:
+        return str(sqlstate).startswith(_POSTGRES_PASSING)
+    # psycopg's own connection failures (refused, reset, timed out) carry no SQLSTATE
+    return isinstance(exc, (OperationalError, InterfaceError))
 
 
 def reader(engine: Engine) -> Engine:

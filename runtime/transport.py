@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 ENVELOPE_KEYS = ("body", "properties")
 log = logging.getLogger("saga.deadletters")
 
+# once the dead-letter store failed, how long junk goes straight back on its queue
+DEAD_LETTERS_PAUSE_S = 10.0
+
 
 def decode_envelope(item: bytes | str) -> dict[str, Any]:
     try:
@@ -63,6 +66,7 @@ class QoS(redis.QoS):
 class Channel(redis.Channel):
     QoS = QoS
     _shared_client: Any = None
+    _dead_letters_back_at = 0.0
 
     @contextmanager
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
@@ -117,17 +121,22 @@ class Channel(redis.Channel):
 
     def _dead_letter(self, queue: str, item: bytes | str, exc: DecodeError) -> None:
         raw = item.decode("utf-8", "replace") if isinstance(item, bytes) else item
-        try:
-            self.connection.dead_letters.store(f"<junk on queue {queue}>", None, raw, str(exc))
-        except Exception as store_failed:
-            # BRPOP took it off the queue and it has no delivery tag to come back by: put it back
-            # (behind what is queued) until the dead letters' database is back, and slow down
-            # rather than spin on a database that is away.
-            log.warning("junk on queue %s kept on the queue: dead letters unavailable (%s: %s)",
-                        queue, type(store_failed).__name__, store_failed)
-            with self.conn_or_acquire() as client:
-                client.lpush(queue, item)
-            time.sleep(1)
+        # This runs in the consumer's event loop: once the store has failed, junk is put back
+        # at once for a while rather than blocking the loop on a database that is away.
+        if time.monotonic() >= self._dead_letters_back_at:
+            try:
+                self.connection.dead_letters.store(f"<junk on queue {queue}>", None, raw,
+                                                   str(exc))
+                return
+            except Exception as store_failed:
+                self._dead_letters_back_at = time.monotonic() + DEAD_LETTERS_PAUSE_S
+                log.warning("junk on queue %s kept on the queue: dead letters unavailable "
+                            "(%s: %s)", queue, type(store_failed).__name__, store_failed)
+        # BRPOP took it off the queue and it has no delivery tag to come back by: put it back,
+        # behind what is queued, until the dead letters' database is back
+        with self.conn_or_acquire() as client:
+            client.lpush(queue, item)
+        time.sleep(0.5)  # not a hot loop on junk alone
 
 
 class Transport(redis.Transport):

@@ -58,7 +58,13 @@ def claim(db: Engine, order: SagaOrder, kind: str, mail: EmailMessage) -> tuple[
             return row.kind, row.status
 
 
-def mark_sent(db: Engine, order_id: str, patience_s: float = 60.0) -> None:
+# How long a sent mail waits for its database to say so: within the guard's lease
+# (runtime.guard.LOCK_LEASE_S, 30 s, less the SMTP timeout), so that no duplicate delivery of
+# the step can take over and send it again meanwhile.
+MARK_SENT_PATIENCE_S = 15.0
+
+
+def mark_sent(db: Engine, order_id: str, patience_s: float = MARK_SENT_PATIENCE_S) -> None:
     """Say at once that the mail went out, waiting out a database that is away or restarting:
     the SMTP server has taken it, and a retry that found the claim still `sending` would send it
     a second time. Only a database away for longer than `patience_s` (or a crash right here)
@@ -70,9 +76,10 @@ def mark_sent(db: Engine, order_id: str, patience_s: float = 60.0) -> None:
                 conn.execute(_SET, {"id": order_id, "status": "sent", "sent_at": utcnow()})
             return
         except Exception as exc:
-            if not database_trouble(exc) or time.monotonic() >= deadline:
+            left = deadline - time.monotonic()
+            if not database_trouble(exc) or left <= 0:
                 raise
-            time.sleep(backoff_s(0.25, attempt))
+            time.sleep(min(left, backoff_s(0.25, attempt)))
 
 
 def _send_once(order: SagaOrder, kind: MailKind, step: str, mail: EmailMessage, db: Engine,

@@ -5,6 +5,7 @@ both ways or one way (iptables), a lossy link, the broker's host frozen. After e
 placed during it ends as its card and stock dictate, with one e-mail, and no one restarted
 anything."""
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -60,6 +61,7 @@ def topology() -> Iterator[Topology]:
             stack.wait_ready(timeout=120)
             assert stack.redis is not None and stack.smtp is not None
             yield Topology(net, stack.redis, stack, stack.smtp)
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
@@ -116,9 +118,9 @@ def test_orders_placed_while_the_broker_host_is_frozen_complete_when_it_resumes(
     pids = [int(p) for p in subprocess.run(["ip", "netns", "pids", namespace],
                                            capture_output=True, text=True).stdout.split()]
     assert pids, "nothing runs on the broker host"
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
     try:
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
         placed = place_promptly(api, 4, "frozen-")
         health = api.get("/healthz")
         assert (health.status_code, health.json()["database"]) == (503, "ok")

@@ -1,4 +1,5 @@
 """E-mail through a real SMTP server: exactly one per order, and outages raise to be retried."""
+import shutil
 import tempfile
 import threading
 import time
@@ -113,8 +114,10 @@ def test_a_database_restart_right_after_sending_does_not_send_it_twice(mailer, m
             def send(self, mail):
                 mailer.send(mail)
                 cluster.stop("fast")
-                threading.Timer(1.0, cluster.start).start()
+                restarts.append(threading.Timer(1.0, cluster.start))
+                restarts[-1].start()
 
+        restarts: list[threading.Timer] = []
         outcome = None
         for _delivery in range(3):  # the step's retries, as the worker would make them
             try:
@@ -122,6 +125,9 @@ def test_a_database_restart_right_after_sending_does_not_send_it_twice(mailer, m
                 break
             except OperationalError:
                 time.sleep(2)
+        for restart in restarts:  # started again before the cluster is stopped for good
+            restart.join()
         db.dispose()
+    shutil.rmtree(base, ignore_errors=True)
     assert outcome is not None and outcome.succeeded
     assert len(mails_for(maildrop, "restart-1")) == 1

@@ -1,4 +1,5 @@
 """The saga worker's real process, on a real Redis and its own SQLite database."""
+import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,17 +59,19 @@ def events(db: Engine, order_id: str) -> list:
 
 def test_a_reply_that_meets_its_database_away_is_applied_once_it_is_back(redis_db, tmp_path):
     with saga_worker(redis_db, tmp_path) as (db, order_id, saga):
-        # the saga's tables gone for a moment: what a locked or restarting database looks like
-        # to the reply handler (an OperationalError)
-        with db.begin() as conn:
-            conn.execute(text("ALTER TABLE saga_events RENAME TO saga_events_away"))
+        # another client holds the saga database's write lock: "database is locked" once the
+        # worker's busy timeout is past, as when a restarting database keeps it waiting
+        holder = sqlite3.connect(db.url.database, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
         saga.start()
         saga.send(Task.STEP_RESULT, StepReply(order_id=order_id, step=Task.AUTHORIZE_PAYMENT,
                                               status="succeeded"))
-        wait_for(lambda: "saga database unavailable" in saga.output(),
-                 timeout=60, what="the reply to be retried")
-        with db.begin() as conn:
-            conn.execute(text("ALTER TABLE saga_events_away RENAME TO saga_events"))
+        try:
+            wait_for(lambda: "saga database unavailable" in saga.output(),
+                     timeout=60, what="the reply to be retried")
+        finally:
+            holder.rollback()
+            holder.close()
         assert wait_for(lambda: events(db, order_id), timeout=90,
                         what="the reply to be applied") == [(Task.AUTHORIZE_PAYMENT, "succeeded")]
 

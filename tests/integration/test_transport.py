@@ -1,9 +1,12 @@
 """Our kombu Redis transport against a real Redis: what a lost connection does to a channel."""
+import time
+
 import pytest
 import redis
 from kombu import Connection
 
 from devstack.redis_server import EmbeddedRedis
+from runtime import transport
 from runtime.deadletters import LoggedOnly
 from runtime.transport import transport_for
 
@@ -42,7 +45,9 @@ class Store:
     record = store
 
 
-def test_junk_stays_on_its_queue_while_the_dead_letters_cannot_be_stored(redis_db):
+def test_junk_stays_on_its_queue_while_the_dead_letters_cannot_be_stored(redis_db,
+                                                                         monkeypatch):
+    monkeypatch.setattr(transport, "DEAD_LETTERS_PAUSE_S", 0.3)  # the store is tried again after
     store = Store()
     conn = Connection(redis_db, transport=transport_for(store))
     client = redis.Redis.from_url(redis_db)
@@ -52,6 +57,7 @@ def test_junk_stays_on_its_queue_while_the_dead_letters_cannot_be_stored(redis_d
         drain(conn)
         assert client.lrange(QUEUE, 0, -1) == [b"\x00not json"]  # put back, not lost
         store.away = False
+        time.sleep(0.4)
         drain(conn)
     assert store.kept == [(f"<junk on queue {QUEUE}>", "\x00not json")]
     assert client.llen(QUEUE) == 0
