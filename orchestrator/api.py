@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator import catalog, orders
 from orchestrator.bootstrap import Orchestrator, bootstrap
+from orchestrator.front_door import BearerKeys, BodyLimit, short
 from orchestrator.models import Order, SagaEvent
 from orchestrator.schemas import OrderIn, OrderLineIn, OrderOut, StepOut
 from runtime.db import database_trouble
@@ -84,7 +85,16 @@ def create_api(orch: Orchestrator) -> FastAPI:
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's own 422 body, ASCII-escaped: it echoes the input, and a lone surrogate
         # ("\ud800" is valid JSON) cannot be encoded as UTF-8, which would turn the 422 into a 500.
-        return AsciiJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+        # Only a short prefix of what was sent is echoed back (front_door.short).
+        errors = [{**error, "input": short(error["input"])} if "input" in error else error
+                  for error in exc.errors()]
+        return AsciiJSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+    # outermost last: a request without a key is refused before its body is read
+    api.add_middleware(BodyLimit, max_bytes=orch.settings.max_body_bytes)
+    keys = [key.strip() for key in orch.settings.api_keys.split(",") if key.strip()]
+    if keys:
+        api.add_middleware(BearerKeys, keys=keys)
 
     def read_session() -> Iterator[Session]:
         with db.read_sessions() as session:

@@ -12,6 +12,10 @@ class Settings(ProcessSettings):
     database_timeout_s: float = 5.0
     api_host: str = Field("127.0.0.1", validation_alias="API_HOST")
     api_port: int = Field(8000, validation_alias="API_PORT")
+    # the front door (orchestrator/front_door.py): comma-separated bearer keys (unset: open),
+    # and the largest request body taken
+    api_keys: str = Field("", validation_alias="API_KEYS")
+    max_body_bytes: int = Field(65536, validation_alias="MAX_BODY_BYTES", gt=0)
     # the saga worker re-publishes outbox rows the API or a reply handler could not publish
     relay_interval_s: float = 2.0
     relay_grace_s: float = 5.0
