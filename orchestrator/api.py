@@ -1,13 +1,13 @@
-"""The HTTP API: POST /orders, GET /orders/{id}, GET /healthz (docs/interface.md)."""
+"""The HTTP API: POST /orders, GET /orders, GET /orders/{id}, GET /healthz (docs/interface.md)."""
 import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import redis
-from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -22,7 +22,7 @@ from orchestrator import catalog, orders
 from orchestrator.bootstrap import Orchestrator, bootstrap
 from orchestrator.front_door import BearerKeys, BodyLimit, short
 from orchestrator.models import Order, SagaEvent
-from orchestrator.schemas import OrderIn, OrderLineIn, OrderOut, StepOut
+from orchestrator.schemas import OrderIn, OrderLineIn, OrderOut, OrderPage, OrderSummary, StepOut
 from runtime.db import database_trouble
 
 log = logging.getLogger("saga.api")
@@ -128,6 +128,23 @@ def create_api(orch: Orchestrator) -> FastAPI:
         log.info("order received order_id=%s replayed=%s", placed.order_id, placed.order is None)
         return json_response(out, 202, {"Location": f"/orders/{placed.order_id}"})
 
+    @api.get("/orders", response_model=OrderPage)
+    def list_orders(session: SessionDep,
+                    status: Literal["pending", "confirmed", "failed", "cancelled"] | None = None,
+                    needs_attention: bool | None = None,
+                    limit: Annotated[int, Query(ge=1, le=orders.PAGE_MAX)] = 50,
+                    cursor: Annotated[str | None, Query(max_length=200)] = None) -> Response:
+        """Orders newest first, without their timelines; follow `next_cursor` for older ones."""
+        try:
+            found, next_cursor = orders.page(session, limit, cursor, status, needs_attention)
+        except orders.BadCursor as bad:
+            raise RequestValidationError([{
+                "loc": ("query", "cursor"), "type": "invalid_cursor",
+                "msg": "not a cursor this API handed out", "input": cursor}]) from bad
+        out = OrderPage(orders=[OrderSummary.model_validate(summary(o)) for o in found],
+                        next_cursor=next_cursor)
+        return Response(out.model_dump_json(), 200, media_type="application/json")
+
     @api.get("/orders/{order_id}", response_model=OrderOut)
     def get_order(order_id: str, session: SessionDep) -> Response:
         found = orders.load(session, order_id) if could_exist(order_id) else None
@@ -160,6 +177,13 @@ def could_exist(order_id: str) -> bool:
         return str(uuid.UUID(order_id)) == order_id
     except ValueError:
         return False
+
+
+def summary(order: Order) -> dict[str, Any]:
+    return {"id": order.id, "status": order.status, "reason": order.reason,
+            "needs_attention": order.needs_attention, "customer_email": order.customer_email,
+            "items": order.items, "total_cents": order.total_cents, "currency": order.currency,
+            "created_at": order.created_at, "updated_at": order.updated_at}
 
 
 def order_out(order: Order, events: list[SagaEvent]) -> OrderOut:

@@ -48,7 +48,9 @@ class Order(Base):
     # the last time the saga heard from a step or acted: what the sweeper measures stalls by
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow,
                                                  onupdate=utcnow)
-    __table_args__ = (Index("orders_open", "closed", "updated_at"),)
+    __table_args__ = (Index("orders_open", "closed", "updated_at"),
+                      # GET /orders: newest first, (created_at, id) as the cursor
+                      Index("orders_newest_first", "created_at", "id"))
 
 
 class SagaEvent(Base):

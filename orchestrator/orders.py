@@ -1,9 +1,12 @@
 """Placing an order: price it, store it with its outbox row in one transaction, honour the
 Idempotency-Key. Plain functions; the API only maps their outcomes onto HTTP."""
+import base64
+import json
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, and_, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -79,3 +82,46 @@ def load(session: Session, order_id: str) -> tuple[Order, list[SagaEvent]] | Non
     events = list(session.scalars(select(SagaEvent).where(SagaEvent.order_id == order_id)
                                   .order_by(SagaEvent.at, SagaEvent.id)))
     return order, events
+
+
+# GET /orders: at most this many a page
+PAGE_MAX = 200
+
+
+class BadCursor(ValueError):
+    """A cursor this API did not hand out."""
+
+
+def page(session: Session, limit: int, cursor: str | None = None, status: str | None = None,
+         needs_attention: bool | None = None) -> tuple[list[Order], str | None]:
+    """Orders newest first, `limit` of them after `cursor`, and the cursor of the next page.
+    The cursor is the last order's (created_at, id): orders placed meanwhile are newer, so they
+    never shift a page that follows."""
+    query = select(Order)
+    if status is not None:
+        query = query.where(Order.status == status)
+    if needs_attention is not None:
+        query = query.where(Order.needs_attention == needs_attention)
+    if cursor is not None:
+        at, order_id = _decode(cursor)
+        query = query.where(or_(Order.created_at < at,
+                                and_(Order.created_at == at, Order.id < order_id)))
+    found = list(session.scalars(query.order_by(Order.created_at.desc(), Order.id.desc())
+                                 .limit(limit + 1)))
+    more = len(found) > limit
+    found = found[:limit]
+    return found, (_encode(found[-1]) if more else None)
+
+
+def _encode(order: Order) -> str:
+    raw = json.dumps([order.created_at.isoformat(), order.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        at, order_id = json.loads(raw)
+        return datetime.fromisoformat(at), str(order_id)
+    except (ValueError, TypeError) as exc:
+        raise BadCursor(cursor) from exc

@@ -34,7 +34,9 @@ class StepOut(BaseModel):
     detail: dict[str, Any]
 
 
-class OrderOut(BaseModel):
+class OrderSummary(BaseModel):
+    """An order as GET /orders lists it: everything but its timeline."""
+
     id: str
     status: str
     reason: str | None
@@ -43,6 +45,15 @@ class OrderOut(BaseModel):
     items: list[OrderLineIn]
     total_cents: int
     currency: str
-    steps: list[StepOut]
     created_at: datetime
     updated_at: datetime
+
+
+class OrderOut(OrderSummary):
+    steps: list[StepOut]
+
+
+class OrderPage(BaseModel):
+    orders: list[OrderSummary]
+    next_cursor: str | None = Field(
+        description="pass as `cursor` for the next (older) page; null on the last one")
