@@ -18,7 +18,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.orm import Session
 
-from orchestrator import catalog, orders
+from contracts.names import queue_of
+from orchestrator import catalog, orders, saga
+from orchestrator.backlog import Backlog
 from orchestrator.bootstrap import Orchestrator, bootstrap
 from orchestrator.front_door import BearerKeys, BodyLimit, short
 from orchestrator.models import Order, SagaEvent
@@ -48,6 +50,9 @@ def create_api(orch: Orchestrator) -> FastAPI:
     # connects on first use, not here; one try, so /healthz answers within a second or two
     broker = redis.Redis.from_url(orch.settings.redis_url, socket_timeout=1,
                                   socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+
+    backlog = Backlog(orch.settings.redis_url, queue_of(saga.STEPS[0].action),
+                      orch.settings.max_queue_depth)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -106,6 +111,11 @@ def create_api(orch: Orchestrator) -> FastAPI:
     def post_order(body: OrderIn,
                    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
                    ) -> Response:
+        if backlog.too_deep():
+            return AsciiJSONResponse(
+                {"detail": f"too many orders waiting (more than {backlog.max_depth} on queue "
+                           f"{backlog.queue}); try again later"},
+                status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
         try:
             placed = orders.place(db.engine, body, idempotency_key)
         except catalog.UnknownSku as unknown:

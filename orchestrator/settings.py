@@ -16,6 +16,8 @@ class Settings(ProcessSettings):
     # and the largest request body taken
     api_keys: str = Field("", validation_alias="API_KEYS")
     max_body_bytes: int = Field(65536, validation_alias="MAX_BODY_BYTES", gt=0)
+    # POST /orders answers 503 while the first step's queue holds more than this
+    max_queue_depth: int = Field(10000, validation_alias="MAX_QUEUE_DEPTH", gt=0)
     # the saga worker re-publishes outbox rows the API or a reply handler could not publish
     relay_interval_s: float = 2.0
     relay_grace_s: float = 5.0

@@ -6,7 +6,9 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
+import httpx
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from orchestrator.api import create_api
@@ -17,6 +19,7 @@ from orchestrator.settings import Settings
 from runtime.migrations import migrate
 from tests.support.orders import order_body
 from tests.support.redis_dbs import RedisDbs
+from tests.support.waiting import wait_for
 
 KEYS = "first-key-0123456789,second-key-9876543210"
 
@@ -32,8 +35,10 @@ def client_with(redis_dbs: RedisDbs, tmp_path: Path) -> Iterator:
             orch = bootstrap(Settings(database_url=url, redis_url=redis_url, **settings))
             migrate(url, MIGRATIONS)
             seed(orch.db.sessions)
-            return opened.enter_context(TestClient(create_api(orch),
-                                                   raise_server_exceptions=False))
+            client = opened.enter_context(TestClient(create_api(orch),
+                                                     raise_server_exceptions=False))
+            client.redis_url = redis_url  # type: ignore[attr-defined]  # for a test to read
+            return client
         yield make
 
 
@@ -80,3 +85,20 @@ def test_a_validation_error_echoes_only_a_prefix_of_the_input(client_with) -> No
     [error] = response.json()["detail"]
     assert error["input"] == "S" * 64 + "…"
     assert len(response.content) < 1000
+
+
+def test_orders_are_shed_with_a_503_while_the_first_queue_is_too_deep(client_with) -> None:
+    client = client_with(max_queue_depth=3)
+    assert client.post("/orders", json=order_body()).status_code == 202  # starts the reader
+    broker = redis.Redis.from_url(client.redis_url)
+    broker.lpush("payment", *[b"queued"] * 4)  # no worker runs: the backlog only grows
+
+    def shed() -> httpx.Response | None:
+        response = client.post("/orders", json=order_body())
+        return response if response.status_code == 503 else None
+    refused = wait_for(shed, timeout=10, what="orders to be shed")
+    assert int(refused.headers["retry-after"]) > 0
+    assert "too many orders waiting" in refused.json()["detail"]
+    broker.delete("payment")
+    wait_for(lambda: client.post("/orders", json=order_body()).status_code == 202,
+             timeout=10, what="orders to be taken again")
