@@ -24,7 +24,17 @@ from orchestrator.backlog import Backlog
 from orchestrator.bootstrap import Orchestrator, bootstrap
 from orchestrator.front_door import BearerKeys, BodyLimit, short
 from orchestrator.models import Order, SagaEvent
-from orchestrator.schemas import OrderIn, OrderLineIn, OrderOut, OrderPage, OrderSummary, StepOut
+from orchestrator.schemas import (
+    ErrorOut,
+    HealthOut,
+    OrderIn,
+    OrderLineIn,
+    OrderOut,
+    OrderPage,
+    OrderSummary,
+    StepOut,
+    ValidationErrorOut,
+)
 from runtime.db import database_trouble
 
 log = logging.getLogger("saga.api")
@@ -37,6 +47,20 @@ class AsciiJSONResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
         return json.dumps(content, ensure_ascii=True, allow_nan=False,
                           separators=(",", ":")).encode("ascii")
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers an operation can give, for the OpenAPI document."""
+    said = {401: "no valid API key (only when API_KEYS is set)",
+            404: "no such order", 409: "the Idempotency-Key was used with another body",
+            413: "the body is over MAX_BODY_BYTES",
+            422: "the request failed validation (an unknown SKU too: the catalog is the "
+                 "server's, so a schema-valid body can name one it does not have)",
+            500: "an unexpected error; its error_id is in the API's log",
+            503: "the database is unavailable, or too many orders wait (Retry-After says "
+                 "when to try again)"}
+    return {status: {"model": ValidationErrorOut if status == 422 else ErrorOut,
+                     "description": said[status]} for status in statuses}
 
 
 def factory() -> FastAPI:
@@ -107,7 +131,8 @@ def create_api(orch: Orchestrator) -> FastAPI:
 
     SessionDep = Annotated[Session, Depends(read_session)]
 
-    @api.post("/orders", status_code=202, response_model=OrderOut)
+    @api.post("/orders", status_code=202, response_model=OrderOut,
+              responses=_errors(401, 409, 413, 422, 500, 503))
     def post_order(body: OrderIn,
                    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
                    ) -> Response:
@@ -138,7 +163,7 @@ def create_api(orch: Orchestrator) -> FastAPI:
         log.info("order received order_id=%s replayed=%s", placed.order_id, placed.order is None)
         return json_response(out, 202, {"Location": f"/orders/{placed.order_id}"})
 
-    @api.get("/orders", response_model=OrderPage)
+    @api.get("/orders", response_model=OrderPage, responses=_errors(401, 413, 422, 500, 503))
     def list_orders(session: SessionDep,
                     status: Literal["pending", "confirmed", "failed", "cancelled"] | None = None,
                     needs_attention: bool | None = None,
@@ -155,14 +180,17 @@ def create_api(orch: Orchestrator) -> FastAPI:
                         next_cursor=next_cursor)
         return Response(out.model_dump_json(), 200, media_type="application/json")
 
-    @api.get("/orders/{order_id}", response_model=OrderOut)
+    @api.get("/orders/{order_id}", response_model=OrderOut,
+             responses=_errors(401, 404, 413, 422, 500, 503))
     def get_order(order_id: str, session: SessionDep) -> Response:
         found = orders.load(session, order_id) if could_exist(order_id) else None
         if found is None:
             raise HTTPException(404, f"no order {order_id}")
         return json_response(order_out(*found))
 
-    @api.get("/healthz")
+    @api.get("/healthz", response_model=HealthOut,
+             responses={503: {"model": HealthOut, "description": "a dependency is away"},
+                        **_errors(413, 500)})
     def healthz(session: SessionDep, response: Response) -> dict[str, str]:
         checks = {"database": "ok", "broker": "ok"}
         try:

@@ -57,3 +57,21 @@ class OrderPage(BaseModel):
     orders: list[OrderSummary]
     next_cursor: str | None = Field(
         description="pass as `cursor` for the next (older) page; null on the last one")
+
+
+class ErrorOut(BaseModel):
+    """Every error the API answers (4xx, 5xx): JSON, never plain text."""
+
+    detail: str = Field(description="what went wrong, for a person")
+    error_id: str | None = Field(None, description="on a 500 or 503: the id in the API's log line")
+
+
+class ValidationErrorOut(BaseModel):
+    """A 422: each field that failed, as FastAPI names it (`input` shortened to 64 characters)."""
+
+    detail: list[dict[str, Any]]
+
+
+class HealthOut(BaseModel):
+    database: str = Field(description='"ok", or "unreachable: <error class>"')
+    broker: str = Field(description='"ok", or "unreachable: <error class>"')

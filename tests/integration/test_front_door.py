@@ -102,3 +102,17 @@ def test_orders_are_shed_with_a_503_while_the_first_queue_is_too_deep(client_wit
     broker.delete("payment")
     wait_for(lambda: client.post("/orders", json=order_body()).status_code == 202,
              timeout=10, what="orders to be taken again")
+
+
+def test_the_openapi_document_names_every_status_with_its_json_body(client_with) -> None:
+    spec = client_with().get("/openapi.json").json()
+    expected = {("/orders", "post"): {"202", "401", "409", "413", "422", "500", "503"},
+                ("/orders", "get"): {"200", "401", "413", "422", "500", "503"},
+                ("/orders/{order_id}", "get"): {"200", "401", "404", "413", "500", "503"},
+                ("/healthz", "get"): {"200", "500", "503"}}
+    for (path, method), statuses in expected.items():
+        responses = spec["paths"][path][method]["responses"]
+        assert statuses <= set(responses), (path, method, sorted(responses))
+        for status in statuses:
+            assert "application/json" in responses[status]["content"], (path, status)
+    assert spec["components"]["schemas"]["ErrorOut"]["required"] == ["detail"]
