@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"all {len(placed)} orders placed; faults over; waiting for every order to end")
         final, recovered_s = _settle(stack, placed, last_fault, args.settle, say)
         report = invariants.check(final, stack.env, maildir_of(stack),
-                                  injector.junk_sent - injector.junk_wiped,
+                                  (injector.junk_sent, injector.junk_wiped),
                                   sum(stack.supervisor.restarts.values()),
                                   dict(zip(placed, orders, strict=True)))
     report.check(f"POSTs answered after more than {client.POST_BOUND_S:.0f}s", placing.over_bound,
