@@ -92,11 +92,11 @@ class StockReserved(ChainMessage):
     reservation_id: str
 
 
-MailKind = Literal["confirmation", "failure_notice"]
+MailKind = Literal["confirmation", "failure_notice", "cancellation"]
 
 
 class MailSent(Message):
-    """Output of `notify.order_confirmed` and `notify.order_failed`, the end of the line."""
+    """Output of the `notify.*` steps, the end of the line."""
 
     order_id: str
     kind: MailKind
@@ -117,6 +117,22 @@ class SendFailureNotice(Message):
     order: SagaOrder
     reason: str
     refunded: bool = False
+
+
+class SendCancellationNotice(Message):
+    order: SagaOrder
+    refunded: bool = False
+
+
+class DeadLetterReport(Message):
+    """A process kept a message it could not process: the saga lists it, and flags its order."""
+
+    service: str = Field(min_length=1, max_length=32)
+    dead_letter_id: int
+    task: str = Field(max_length=128)
+    order_id: str | None = Field(default=None, max_length=64)
+    error: str
+    created_at: datetime
 
 
 class StepFailed(Message):

@@ -17,9 +17,11 @@ class Task:
     RELEASE_STOCK = "inventory.release"
     SEND_CONFIRMATION = "notify.order_confirmed"
     SEND_FAILURE_NOTICE = "notify.order_failed"
+    SEND_CANCELLATION_NOTICE = "notify.order_cancelled"
     # the orchestrator's saga worker
     STEP_RESULT = "saga.step_result"
     STEP_FAILED = "saga.step_failed"
+    DEAD_LETTER = "saga.dead_letter"  # every process reports its dead letters to the saga
 
 
 def queue_of(task_name: str) -> str:

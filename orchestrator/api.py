@@ -1,4 +1,5 @@
-"""The HTTP API: POST /orders, GET /orders, GET /orders/{id}, GET /healthz (docs/interface.md)."""
+"""The HTTP API (docs/interface.md): placing, listing, reading, cancelling and re-driving
+orders, the dead letters, and /healthz."""
 import json
 import logging
 import uuid
@@ -13,18 +14,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.orm import Session
 
 from contracts.names import queue_of
-from orchestrator import catalog, orders, saga
+from orchestrator import catalog, dead_letter_reports, orders, saga, steering
 from orchestrator.backlog import Backlog
 from orchestrator.bootstrap import Orchestrator, bootstrap
 from orchestrator.front_door import BearerKeys, BodyLimit, short
-from orchestrator.models import Order, SagaEvent
+from orchestrator.models import Order, Outbox, SagaEvent
 from orchestrator.schemas import (
+    NO_CONTROLS,
+    CancelIn,
+    DeadLetterOut,
+    DeadLetterPage,
     ErrorOut,
     HealthOut,
     OrderIn,
@@ -49,8 +54,9 @@ class AsciiJSONResponse(JSONResponse):
                           separators=(",", ":")).encode("ascii")
 
 
-def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The error answers an operation can give, for the OpenAPI document."""
+def _errors(*statuses: int, conflict: str | None = None) -> dict[int | str, dict[str, Any]]:
+    """The error answers an operation can give, for the OpenAPI document; `conflict` says what
+    its 409 means when that is not the Idempotency-Key's."""
     said = {401: "no valid API key (only when API_KEYS is set)",
             404: "no such order", 409: "the Idempotency-Key was used with another body",
             413: "the body is over MAX_BODY_BYTES",
@@ -59,6 +65,8 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
             500: "an unexpected error; its error_id is in the API's log",
             503: "the database is unavailable, or too many orders wait (Retry-After says "
                  "when to try again)"}
+    if conflict is not None:
+        said[409] = conflict
     return {status: {"model": ValidationErrorOut if status == 422 else ErrorOut,
                      "description": said[status]} for status in statuses}
 
@@ -187,6 +195,63 @@ def create_api(orch: Orchestrator) -> FastAPI:
         if found is None:
             raise HTTPException(404, f"no order {order_id}")
         return json_response(order_out(*found))
+
+    def steered(order_id: str, done: steering.Steered, what: str) -> Response:
+        if done.answer == "unknown":
+            raise HTTPException(404, f"no order {order_id}")
+        if done.answer == "refused":
+            raise HTTPException(409, f"order {order_id} is {done.status}: {what}")
+        with db.read_sessions() as session:
+            found = orders.load(session, order_id)
+            assert found is not None  # orders are never deleted
+            for row in session.scalars(select(Outbox).where(Outbox.id.in_(done.owed))):
+                orch.publisher.submit(found[0], row.id, row.task)
+        code = 200 if done.answer == "already" and done.status == saga.CANCELLED else 202
+        return json_response(order_out(*found), code)
+
+    @api.post("/orders/{order_id}/cancel", status_code=202, response_model=OrderOut,
+              responses={200: {"model": OrderOut, "description": "the order was cancelled"},
+                         **_errors(401, 404, 409, 413, 422, 500, 503,
+                                   conflict="the order failed, or is failing")})
+    def cancel_order(order_id: str, body: CancelIn | None = None) -> Response:
+        """Stop the order and undo what it did: the payment is refunded and the stock released
+        (a confirmed order too), then the customer gets the cancellation e-mail. 202 while that
+        runs (and when asked again meanwhile), 200 once it is cancelled; 409 for an order that
+        failed or is failing."""
+        if not could_exist(order_id):
+            raise HTTPException(404, f"no order {order_id}")
+        done = steering.cancel(db.engine, order_id, body.reason if body else None)
+        return steered(order_id, done, "only a pending or confirmed order can be cancelled")
+
+    @api.post("/orders/{order_id}/retry", status_code=202, response_model=OrderOut,
+              responses=_errors(401, 404, 409, 413, 422, 500, 503,
+                                conflict="the order does not need attention"))
+    def retry_order(order_id: str) -> Response:
+        """Re-drive an order flagged `needs_attention` once its cause is fixed: what it waits
+        for (a compensation, an e-mail, the rest of its chain) is sent again, and the flag
+        clears when that succeeds (at once when it waits for nothing). 409 for an order that
+        needs nothing."""
+        if not could_exist(order_id):
+            raise HTTPException(404, f"no order {order_id}")
+        done = steering.retry(db.engine, order_id)
+        return steered(order_id, done, "it does not need attention")
+
+    @api.get("/dead-letters", response_model=DeadLetterPage,
+             responses=_errors(401, 413, 422, 500, 503))
+    def list_dead_letters(
+            session: SessionDep,
+            service: Annotated[str | None, Query(max_length=32, pattern=NO_CONTROLS)] = None,
+            order_id: Annotated[str | None, Query(max_length=64, pattern=NO_CONTROLS)] = None,
+            limit: Annotated[int, Query(ge=1, le=dead_letter_reports.PAGE_MAX)] = 50,
+            cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None) -> Response:
+        """Every process's dead letters, newest first (each is reported to the saga within a
+        few seconds of being kept); those about an order also appear on its timeline."""
+        found, last = dead_letter_reports.page(session, limit, int(cursor) if cursor else None,
+                                               service, order_id)
+        out = DeadLetterPage(dead_letters=[DeadLetterOut.model_validate(r, from_attributes=True)
+                                           for r in found],
+                             next_cursor=None if last is None else str(last))
+        return Response(out.model_dump_json(), 200, media_type="application/json")
 
     @api.get("/healthz", response_model=HealthOut,
              responses={503: {"model": HealthOut, "description": "a dependency is away"},

@@ -11,6 +11,7 @@ from contracts.messages import (
     RefundPayment,
     ReleaseStock,
     SagaOrder,
+    SendCancellationNotice,
     SendFailureNotice,
     StepFailed,
 )
@@ -60,6 +61,10 @@ def message(order: Order, task: str) -> dict[str, Any]:
         return SendFailureNotice(order=saga_order(order), reason=order.reason or "failed",
                                  refunded=Task.REFUND_PAYMENT in order.compensated
                                  ).model_dump(mode="json")
+    if task == Task.SEND_CANCELLATION_NOTICE:
+        return SendCancellationNotice(order=saga_order(order),
+                                      refunded=Task.REFUND_PAYMENT in order.compensated
+                                      ).model_dump(mode="json")
     raise ValueError(f"the saga has no message for {task}")
 
 

@@ -3,7 +3,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Table, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, String, Table, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from runtime.db import UtcDateTime, utcnow
@@ -84,3 +84,21 @@ class Outbox(Base):
 
 class DeadLetter(DeadLetterMixin, Base):
     __tablename__ = "dead_letters"
+
+
+class DeadLetterReport(Base):
+    """Every process's dead letters, as each reported them (runtime.reporting): GET /dead-letters.
+    The message itself stays in its process's own table, where its CLI re-drives it."""
+
+    __tablename__ = "dead_letter_reports"
+    __table_args__ = (UniqueConstraint("service", "dead_letter_id",
+                                       name="one_report_per_dead_letter"),
+                      Index("dead_letter_reports_newest_first", "created_at", "id"))
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    service: Mapped[str] = mapped_column(String(32))
+    dead_letter_id: Mapped[int]
+    task: Mapped[str] = mapped_column(String(128))
+    order_id: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    reported_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -88,14 +88,15 @@ class Publisher:
     def __init__(self, app: Celery, sessions: "sessionmaker[Session]", pause_s: float = 2.0,
                  max_waiting: int = 10_000) -> None:
         self.app, self.sessions, self.pause_s = app, sessions, pause_s
-        self.waiting: queue.Queue[tuple[Order, int] | None] = queue.Queue(max_waiting)
+        self.waiting: queue.Queue[tuple[Order, int, str] | None] = queue.Queue(max_waiting)
         self.paused_until = 0.0
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
         self.closed = False
 
-    def submit(self, order: Order, outbox_id: int) -> None:
-        """Never blocks: a row that cannot wait here stays owed for the relay."""
+    def submit(self, order: Order, outbox_id: int, task: str = saga.STEPS[0].action) -> None:
+        """Never blocks: a row that cannot wait here stays owed for the relay. `order` as it
+        stands after the decision that owes the row (a notice's message is built from it)."""
         with self.lock:
             if self.closed:
                 return  # shutting down: the relay sends it
@@ -104,7 +105,7 @@ class Publisher:
                                                daemon=True)
                 self.thread.start()
         try:
-            self.waiting.put_nowait((order, outbox_id))
+            self.waiting.put_nowait((order, outbox_id, task))
         except queue.Full:
             log.warning("publisher backlog full order_id=%s: left to the relay", order.id)
 
@@ -129,7 +130,8 @@ class Publisher:
                 except queue.Empty:
                     break
             items = [item for item in batch if item is not None]
-            published = {outbox_id: self._publish(order, outbox_id) for order, outbox_id in items}
+            published = {outbox_id: self._publish(order, task)
+                         for order, outbox_id, task in items}
             for was_sent in (True, False):
                 ids = [outbox_id for outbox_id, ok in published.items() if ok is was_sent]
                 if not ids:
@@ -141,12 +143,12 @@ class Publisher:
             if None in batch:
                 return
 
-    def _publish(self, order: Order, outbox_id: int) -> bool | None:
+    def _publish(self, order: Order, task: str) -> bool | None:
         """True: published; False: the publish failed; None: not tried (paused)."""
         if time.monotonic() < self.paused_until:
             return None
         try:
-            publish(self.app, order, saga.STEPS[0].action)
+            publish(self.app, order, task)
             return True
         except Exception as exc:
             self.paused_until = time.monotonic() + self.pause_s

@@ -35,14 +35,13 @@ def apply(db: Engine, order_id: str, events: list[Event]) -> list[int]:
                         [e.step for e in events])
             return []
         seen = saga_store.seen(conn, order_id)
-        state, recorded = saga_store.state_of(order), False
+        state, recorded = saga_store.state_of(order, seen), False
         send: list[str] = []
         for event in events:
-            succeeded_before = any(n == event.step and s == "succeeded" for n, s, _ in seen)
             if not saga_store.record(conn, seen, order_id, event):
                 continue  # a duplicate delivery: already applied
             recorded = True
-            decision = decide(state, event, succeeded_before)
+            decision = decide(state, event)
             _log_transition(order_id, event, state, decision)
             state, send = decision.state, send + list(decision.send)
         if not recorded:
@@ -50,7 +49,8 @@ def apply(db: Engine, order_id: str, events: list[Event]) -> list[int]:
         return saga_store.store(conn, order_id, saga.Decision(state, tuple(send)))
 
 
-def decide(state: saga.SagaState, event: Event, succeeded_before: bool) -> saga.Decision:
+def decide(state: saga.SagaState, event: Event) -> saga.Decision:
+    succeeded_before = event.step in state.succeeded
     if event.raised and succeeded_before:
         # The step's effect is done and reported; what failed came after (publishing the
         # next step in a Redis blip). Nothing to undo: the sweeper drives it on if it stalls.
@@ -62,6 +62,8 @@ def decide(state: saga.SagaState, event: Event, succeeded_before: bool) -> saga.
         return saga.on_succeeded(state, event.step)
     if event.status == "failed":
         return saga.on_failed(state, event.step, event.reason or "failed", raised=event.raised)
+    if event.status == saga.DEAD_LETTERED:
+        return saga.on_dead_letter(state)
     return saga.on_retrying(state, event.step, event.reason)
 
 

@@ -40,11 +40,13 @@ def lock(conn: Connection, order_id: str) -> Row[Any] | None:
     return conn.execute(LOCK_ORDER, {"order_id": order_id}).first()
 
 
-def state_of(order: Row[Any]) -> saga.SagaState:
+def state_of(order: Row[Any], seen: Seen) -> saga.SagaState:
     return saga.SagaState(status=order.status, reason=order.reason,
                           compensating=tuple(order.compensating),
                           compensated=tuple(order.compensated),
-                          needs_attention=order.needs_attention, closed=order.closed)
+                          needs_attention=order.needs_attention, closed=order.closed,
+                          succeeded=frozenset(n for n, s, _ in seen if s == "succeeded"),
+                          failed=frozenset(n for n, s, _ in seen if s == "failed"))
 
 
 def seen(conn: Connection, order_id: str) -> Seen:

@@ -25,6 +25,11 @@ class OrderIn(BaseModel):
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
 
 
+class CancelIn(BaseModel):
+    reason: str | None = Field(None, max_length=200, pattern=NO_CONTROLS,
+                               description="why, for the timeline (the customer is not shown it)")
+
+
 class StepOut(BaseModel):
     name: str
     status: str
@@ -57,6 +62,24 @@ class OrderPage(BaseModel):
     orders: list[OrderSummary]
     next_cursor: str | None = Field(
         description="pass as `cursor` for the next (older) page; null on the last one")
+
+
+class DeadLetterOut(BaseModel):
+    """A message a process could not process, as it reported it to the saga. The message itself
+    stays in that process's database: `python -m services.<service> dead-letters retry <id>`."""
+
+    service: str = Field(description="payment, inventory, notify, or saga (the orchestrator)")
+    dead_letter_id: int = Field(description="its id in that process's dead letters")
+    task: str
+    order_id: str | None
+    error: str
+    created_at: datetime
+    reported_at: datetime
+
+
+class DeadLetterPage(BaseModel):
+    dead_letters: list[DeadLetterOut]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next (older) page")
 
 
 class ErrorOut(BaseModel):

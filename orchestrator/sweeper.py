@@ -6,7 +6,7 @@ from datetime import timedelta
 from sqlalchemy import Engine, select
 
 from orchestrator import saga
-from orchestrator.saga_store import ORDERS, lock, state_of, store
+from orchestrator.saga_store import ORDERS, lock, seen, state_of, store
 from runtime.db import utcnow
 
 log = logging.getLogger("saga.sweeper")
@@ -35,7 +35,7 @@ def sweep(db: Engine, step_deadline_s: float, saga_deadline_s: float,
             if utcnow() - order.updated_at < timedelta(seconds=patience):
                 continue
             age_s = (utcnow() - order.created_at).total_seconds()
-            before = state_of(order)
+            before = state_of(order, seen(conn, order_id))
             decision = saga.redrive(before, age_s, saga_deadline_s)
             owed += store(conn, order_id, decision, redrives=order.redrives + 1)
             log.warning("stalled order_id=%s status=%s idle_s>%.0f redrive=%d send=%s%s",

@@ -12,9 +12,9 @@ from celery import bootsteps
 from pydantic import ValidationError
 from sqlalchemy import Engine
 
-from contracts.messages import StepFailed, StepReply
+from contracts.messages import DeadLetterReport, StepFailed, StepReply
 from contracts.names import Task
-from orchestrator import outbox, replies, sweeper
+from orchestrator import dead_letter_reports, outbox, replies, sweeper
 from orchestrator.settings import Settings
 from runtime.celery_app import SagaApp
 from runtime.db import Database, database_trouble
@@ -23,12 +23,13 @@ from runtime.headers import brief
 from runtime.retries import backoff_s
 
 log = logging.getLogger("saga.worker")
-M = TypeVar("M", StepReply, StepFailed)
+M = TypeVar("M", StepReply, StepFailed, DeadLetterReport)
 CeleryTask = BaseTask[Any, Any]
 
 
 def register(app: SagaApp, db: Database, settings: Settings) -> None:
-    """The saga worker's two entry points, and its recovery beside the consumer."""
+    """The saga worker's entry points (replies, errbacks, dead letter reports), and its
+    recovery beside the consumer."""
 
     def apply(task: CeleryTask, payload: Any, schema: type[M],
               apply: Callable[[Engine, M], list[int]]) -> None:
@@ -59,6 +60,11 @@ def register(app: SagaApp, db: Database, settings: Settings) -> None:
             log.warning("step raised %s", json.dumps(payload, default=str)[:500])
         apply(self, payload, StepFailed, replies.on_step_crashed)
 
+    @app.task(name=Task.DEAD_LETTER, base=DeadLetteringTask, bind=True, max_retries=None,
+              shared=False, lazy=False)
+    def dead_letter(self: CeleryTask, payload: Any) -> None:
+        apply(self, payload, DeadLetterReport, dead_letter_reports.receive)
+
     app.steps["worker"].add(recovery_step(app, db, settings))
 
 
@@ -72,7 +78,7 @@ def _accept(app: SagaApp, task: str, payload: Any, schema: type[M]) -> M | None:
 
 # Retrying through Celery, not autoretry_for: our own line says which order waits, where Celery's
 # "retry" line is INFO in the logger the workers quiet (runtime.celery_app).
-def _later(task: CeleryTask, order_id: str, exc: Exception) -> BaseException:
+def _later(task: CeleryTask, order_id: str | None, exc: Exception) -> BaseException:
     """A reply is applied in the saga's database; trouble there that may pass (a locked SQLite
     file, a PostgreSQL restart) retries it with backoff instead of losing it: applying a reply
     twice is harmless (replies.py), and one lost after the order closed is never swept up."""

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from celery import Task
-from sqlalchemy import String, Text, insert, select
+from sqlalchemy import String, Text, insert, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from contracts.messages import order_id_of
@@ -36,6 +36,8 @@ class DeadLetterMixin:
     error: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     retried_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # told to the saga (runtime.reporting), which lists every process's dead letters
+    reported_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 class DeadLetterSink(Protocol):
@@ -82,6 +84,21 @@ class DeadLetters:
         except Exception:
             log.exception("could not store a dead letter")
             _log_whole(task, order_id, payload, error)
+
+    def unreported(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The oldest dead letters not yet reported to the saga."""
+        model = self.model
+        with self.sessions.begin() as session:
+            rows = session.scalars(select(model).where(model.reported_at.is_(None))
+                                   .order_by(model.id).limit(limit))
+            return [{"dead_letter_id": row.id, "task": row.task, "order_id": row.order_id,
+                     "error": row.error, "created_at": row.created_at} for row in rows]
+
+    def mark_reported(self, dead_letter_ids: list[int]) -> None:
+        model = self.model
+        with self.sessions.begin() as session:
+            session.execute(update(model).where(model.id.in_(dead_letter_ids))
+                            .values(reported_at=utcnow()))
 
     def list(self, include_retried: bool = False) -> Iterator[dict[str, Any]]:
         model = self.model

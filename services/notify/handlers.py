@@ -1,4 +1,5 @@
-"""Notify's domain: exactly one e-mail per order, a confirmation or a failure notice."""
+"""Notify's domain: one e-mail per order for its outcome (a confirmation or a failure notice),
+and one more if it is cancelled."""
 import itertools
 import time
 from email.message import EmailMessage
@@ -7,7 +8,14 @@ from typing import Protocol
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from contracts.messages import MailKind, MailSent, SagaOrder, SendFailureNotice, StockReserved
+from contracts.messages import (
+    MailKind,
+    MailSent,
+    SagaOrder,
+    SendCancellationNotice,
+    SendFailureNotice,
+    StockReserved,
+)
 from contracts.names import Task
 from runtime.db import database_trouble, utcnow
 from runtime.inbox import once
@@ -20,9 +28,13 @@ INBOX = Inbox.__table__
 
 # Core statements, built once: these run for every order (see runtime/inbox.py)
 MAILS = Mail.__table__
-_LOCK = select(MAILS).where(MAILS.c.order_id == bindparam("id")).with_for_update()
+_LOCK = select(MAILS).where(MAILS.c.order_id == bindparam("id"),
+                            MAILS.c.slot == bindparam("in_slot")).with_for_update()
 _INSERT = insert(MAILS)
-_SET = update(MAILS).where(MAILS.c.order_id == bindparam("id"))
+_SET = update(MAILS).where(MAILS.c.order_id == bindparam("id"),
+                           MAILS.c.slot == bindparam("in_slot"))
+SLOTS: dict[str, str] = {"confirmation": "outcome", "failure_notice": "outcome",
+                         "cancellation": "cancellation"}
 
 
 class Mailer(Protocol):
@@ -40,21 +52,30 @@ def send_failure_notice(msg: SendFailureNotice, db: Engine, mailer: Mailer,
     return _send_once(msg.order, "failure_notice", Task.SEND_FAILURE_NOTICE, mail, db, mailer)
 
 
+def send_cancellation_notice(msg: SendCancellationNotice, db: Engine, mailer: Mailer,
+                             sender: str) -> StepOutcome:
+    mail = compose(msg.order, "cancellation", sender, refunded=msg.refunded)
+    return _send_once(msg.order, "cancellation", Task.SEND_CANCELLATION_NOTICE, mail, db, mailer)
+
+
 def claim(db: Engine, order: SagaOrder, kind: str, mail: EmailMessage) -> tuple[str, str]:
-    """The order's one mail, claimed for `kind` unless another kind holds it: (kind, status)."""
+    """The order's mail of `kind`'s slot, claimed for `kind` unless another kind holds it:
+    (kind, status)."""
+    key = {"id": order.order_id, "in_slot": SLOTS[kind]}
     try:
         with db.begin() as conn:
-            row = conn.execute(_LOCK, {"id": order.order_id}).first()
+            row = conn.execute(_LOCK, key).first()
             if row is not None:
                 return row.kind, row.status
-            conn.execute(_INSERT, {"order_id": order.order_id, "kind": kind, "status": "sending",
+            conn.execute(_INSERT, {"order_id": order.order_id, "slot": SLOTS[kind],
+                                   "kind": kind, "status": "sending",
                                    "recipient": order.customer_email,
                                    "subject": str(mail["Subject"]),
                                    "message_id": str(mail["Message-ID"]), "sent_at": utcnow()})
             return kind, "sending"
     except IntegrityError:  # the other kind claimed it at the same instant
         with db.connect() as conn:
-            row = conn.execute(_LOCK, {"id": order.order_id}).one()
+            row = conn.execute(_LOCK, key).one()
             return row.kind, row.status
 
 
@@ -64,7 +85,8 @@ def claim(db: Engine, order: SagaOrder, kind: str, mail: EmailMessage) -> tuple[
 MARK_SENT_PATIENCE_S = 15.0
 
 
-def mark_sent(db: Engine, order_id: str, patience_s: float = MARK_SENT_PATIENCE_S) -> None:
+def mark_sent(db: Engine, order_id: str, kind: str = "confirmation",
+              patience_s: float = MARK_SENT_PATIENCE_S) -> None:
     """Say at once that the mail went out, waiting out a database that is away or restarting:
     the SMTP server has taken it, and a retry that found the claim still `sending` would send it
     a second time. Only a database away for longer than `patience_s` (or a crash right here)
@@ -73,7 +95,8 @@ def mark_sent(db: Engine, order_id: str, patience_s: float = MARK_SENT_PATIENCE_
     for attempt in itertools.count():
         try:
             with db.begin() as conn:
-                conn.execute(_SET, {"id": order_id, "status": "sent", "sent_at": utcnow()})
+                conn.execute(_SET, {"id": order_id, "in_slot": SLOTS[kind], "status": "sent",
+                                    "sent_at": utcnow()})
             return
         except Exception as exc:
             left = deadline - time.monotonic()
@@ -93,11 +116,12 @@ def _send_once(order: SagaOrder, kind: MailKind, step: str, mail: EmailMessage, 
                 mailer.send(mail)
             except MailRejected as exc:
                 return f"rejected:{exc}"
-            mark_sent(db, order.order_id)
+            mark_sent(db, order.order_id, kind)
         return "sent"
 
     def record(conn: Connection, result: str) -> StepOutcome:
-        row = conn.execute(_LOCK, {"id": order.order_id}).one()
+        key = {"id": order.order_id, "in_slot": SLOTS[kind]}
+        row = conn.execute(_LOCK, key).one()
         if result.startswith("already:"):
             # This order already has its one e-mail, of the other kind: a second is never sent,
             # and the customer was told the opposite of what the saga now says. A failure, so
@@ -105,9 +129,9 @@ def _send_once(order: SagaOrder, kind: MailKind, step: str, mail: EmailMessage, 
             return StepOutcome.failed("other_mail_sent", already_sent=row.kind,
                                       message_id=row.message_id)
         if result.startswith("rejected:"):
-            conn.execute(_SET, {"id": order.order_id, "status": "rejected"})
+            conn.execute(_SET, {**key, "status": "rejected"})
             return StepOutcome.failed("mail_rejected", error=result.removeprefix("rejected:"))
-        conn.execute(_SET, {"id": order.order_id, "status": "sent", "sent_at": utcnow()})
+        conn.execute(_SET, {**key, "status": "sent", "sent_at": utcnow()})
         output = MailSent(order_id=order.order_id, kind=kind, message_id=row.message_id)
         return StepOutcome.ok(output, to=row.recipient, subject=row.subject,
                               message_id=row.message_id)

@@ -20,6 +20,7 @@ templates = Environment(loader=FileSystemLoader(Path(__file__).parent / "templat
 SUBJECTS = {
     "confirmation": "Your order {order_id} is confirmed",
     "failure_notice": "Your order {order_id} could not be completed",
+    "cancellation": "Your order {order_id} has been cancelled",
 }
 WHY = {
     "payment_declined": "your card was declined",

@@ -18,13 +18,15 @@ class Base(DeclarativeBase):
 
 
 class Mail(Base):
-    """The one e-mail an order gets: the primary key is the order, so there is never a second.
-    Claimed (`sending`) before it goes out, so a confirmation and a failure notice racing for
-    one order cannot both be sent."""
+    """An order's e-mails: one per slot, never a second. The `outcome` slot holds the
+    confirmation or the failure notice (never both: the key keeps them exclusive), the
+    `cancellation` slot the cancellation notice. Claimed (`sending`) before it goes out, so two
+    deliveries racing for one slot cannot both send."""
 
     __tablename__ = "mails"
     order_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32))  # confirmation | failure_notice
+    slot: Mapped[str] = mapped_column(String(16), primary_key=True, server_default="outcome")
+    kind: Mapped[str] = mapped_column(String(32))  # confirmation | failure_notice | cancellation
     status: Mapped[str] = mapped_column(String(16), server_default="sent")  # sending|sent|rejected
     recipient: Mapped[str] = mapped_column(String(320))
     subject: Mapped[str] = mapped_column(String(255))

@@ -1,7 +1,7 @@
 """The notify steps: validate at the door, call the handler, report (runtime.step.SagaStep)."""
 from sqlalchemy import Engine
 
-from contracts.messages import SendFailureNotice, StockReserved
+from contracts.messages import SendCancellationNotice, SendFailureNotice, StockReserved
 from contracts.names import Task
 from runtime.celery_app import SagaApp
 from runtime.outcome import StepOutcome
@@ -21,3 +21,8 @@ def register(app: SagaApp, db: Engine, mailer: Mailer, settings: Settings) -> No
               retry_backoff_s=settings.retry_backoff_s)
     def order_failed(msg: SendFailureNotice) -> StepOutcome:
         return handlers.send_failure_notice(msg, db, mailer, settings.mail_from)
+
+    @app.step(Task.SEND_CANCELLATION_NOTICE, message=SendCancellationNotice, persistent=True,
+              retry_backoff_s=settings.retry_backoff_s)
+    def order_cancelled(msg: SendCancellationNotice) -> StepOutcome:
+        return handlers.send_cancellation_notice(msg, db, mailer, settings.mail_from)

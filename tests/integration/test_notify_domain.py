@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from contracts.messages import OrderLine, SagaOrder, SendFailureNotice, StockReserved
+from contracts.messages import (
+    OrderLine,
+    SagaOrder,
+    SendCancellationNotice,
+    SendFailureNotice,
+    StockReserved,
+)
 from devstack import postgres
 from devstack.postgres import PostgresCluster
 from devstack.smtp import read_mails
@@ -62,6 +68,22 @@ def test_an_order_never_gets_a_second_kind_of_mail(db, mailer, maildrop, db_url)
     assert (late.succeeded, late.reason) == (False, "other_mail_sent")
     assert late.detail["already_sent"] == "confirmation"
     assert len(mails_for(maildrop, order_id)) == 1
+
+
+def test_a_cancelled_order_gets_its_cancellation_once_after_its_confirmation(
+        db, mailer, maildrop, db_url):
+    order_id = f"cancel-{abs(hash(db_url))}"
+    handlers.send_confirmation(StockReserved(order=order(order_id), authorization_id="a",
+                                             reservation_id="r"), db, mailer, SENDER)
+    notice = SendCancellationNotice(order=order(order_id), refunded=True)
+    first = handlers.send_cancellation_notice(notice, db, mailer, SENDER)
+    again = handlers.send_cancellation_notice(notice, db, mailer, SENDER)
+    assert first.succeeded and again == first
+    subjects = sorted(m["Subject"] for m in mails_for(maildrop, order_id))
+    assert subjects == [f"Your order {order_id} has been cancelled",
+                        f"Your order {order_id} is confirmed"]
+    [cancelled] = [m for m in mails_for(maildrop, order_id) if "cancelled" in m["Subject"]]
+    assert "refunded in full: 25.98 EUR" in cancelled.get_content()
 
 
 def test_a_failure_notice_says_why(db, mailer, maildrop, db_url):

@@ -1,39 +1,16 @@
 """Applying replies (orchestrator.replies) in the test's own process, on a SQLite file migrated
 by Alembic: the timeline a step's replies leave, what the saga owes the broker afterwards, and
 the news that must change nothing (duplicates, late errbacks, late retry reports)."""
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import Engine, select
 
 from contracts.messages import StepFailed, StepReply
 from contracts.names import Task
-from orchestrator import orders, replies
-from orchestrator.catalog import seed
-from orchestrator.models import MIGRATIONS, Order, Outbox, SagaEvent
-from orchestrator.schemas import OrderIn
+from orchestrator import replies
+from orchestrator.models import Order, Outbox, SagaEvent
 from runtime.db import Database
-from runtime.migrations import migrate
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    url = f"sqlite:///{tmp_path}/orchestrator.db"
-    migrate(url, MIGRATIONS)
-    database = Database.at(url)
-    seed(database.sessions)
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
-def order_id(db: Database) -> str:
-    return orders.place(db.engine, OrderIn.model_validate({
-        "customer_email": "ada@example.com", "items": [{"sku": "BOOK-1", "quantity": 1}],
-        "payment_token": "tok_visa"}), None).order_id
 
 
 def reply(order_id: str, step: str, status: str = "succeeded", **more: Any) -> StepReply:

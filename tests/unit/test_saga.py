@@ -1,13 +1,28 @@
 """The saga's rules, without Celery or a database."""
 from contracts.names import Task
-from orchestrator.saga import SagaState, on_failed, on_retrying, on_succeeded, redrive
+from orchestrator.saga import (
+    SagaState,
+    cancel,
+    on_dead_letter,
+    on_failed,
+    on_retrying,
+    on_succeeded,
+    redrive,
+    retry,
+)
 
 
-def run(*events: tuple[str, str, str | None]) -> tuple[SagaState, list[str]]:
-    """Feed (step, status, reason) events; return the final state and everything sent."""
-    state, sent = SagaState(), []
+def run(*events: tuple[str, str, str | None],
+        state: SagaState | None = None) -> tuple[SagaState, list[str]]:
+    """Feed (step, status, reason) events; return the final state and everything sent.
+    ("order", "cancel", None) is a cancel asked for through the API."""
+    state, sent = state or SagaState(), []
     for step, status, reason in events:
-        if status == "succeeded":
+        if status == "cancel":
+            cancelled = cancel(state)
+            assert cancelled is not None, "the cancel was refused"
+            decision = cancelled
+        elif status == "succeeded":
             decision = on_succeeded(state, step)
         else:
             decision = on_failed(state, step, reason or "x", raised=status == "raised")
@@ -151,3 +166,78 @@ def test_a_stuck_report_that_arrives_after_the_order_closed_changes_nothing():
                    (Task.SEND_CONFIRMATION, "succeeded", None))
     assert state.closed
     assert not on_retrying(state, Task.SEND_CONFIRMATION, "stuck").state.needs_attention
+
+
+CANCEL = ("order", "cancel", None)
+PAID = (Task.AUTHORIZE_PAYMENT, "succeeded", None)
+RESERVED = (Task.RESERVE_STOCK, "succeeded", None)
+MAILED = (Task.SEND_CONFIRMATION, "succeeded", None)
+RELEASED = (Task.RELEASE_STOCK, "succeeded", None)
+REFUNDED = (Task.REFUND_PAYMENT, "succeeded", None)
+
+
+def test_a_pending_order_cancelled_undoes_everything_up_to_the_pivot_then_tells_the_customer():
+    state, sent = run(CANCEL, RELEASED, REFUNDED)
+    assert sent == [Task.RELEASE_STOCK, Task.REFUND_PAYMENT, Task.SEND_CANCELLATION_NOTICE]
+    assert (state.status, state.reason, state.closed) == ("cancelled", "cancelled", False)
+    state, _ = run((Task.SEND_CANCELLATION_NOTICE, "succeeded", None), state=state)
+    assert state.closed and not state.needs_attention
+
+
+def test_a_step_that_refuses_after_the_cancel_is_expected_news():
+    state, sent = run(CANCEL, RELEASED, (Task.AUTHORIZE_PAYMENT, "failed", "cancelled"),
+                      REFUNDED)
+    assert (state.status, state.needs_attention) == ("cancelled", False)
+    assert sent[-1] == Task.SEND_CANCELLATION_NOTICE
+
+
+def test_a_confirmed_order_cancelled_is_refunded_and_released_after_its_confirmation():
+    state, sent = run(PAID, RESERVED, MAILED, CANCEL, RELEASED, REFUNDED,
+                      (Task.SEND_CANCELLATION_NOTICE, "succeeded", None))
+    assert sent == [Task.RELEASE_STOCK, Task.REFUND_PAYMENT, Task.SEND_CANCELLATION_NOTICE]
+    assert (state.status, state.closed, state.compensated) == (
+        "cancelled", True, (Task.RELEASE_STOCK, Task.REFUND_PAYMENT))
+
+
+def test_the_cancellation_notice_waits_for_a_confirmation_that_is_on_its_way():
+    # cancelled after the pivot, before the e-mail: the confirmation goes out first
+    state, sent = run(PAID, RESERVED, CANCEL, RELEASED, REFUNDED)
+    assert (state.status, sent) == ("cancelled", [Task.RELEASE_STOCK, Task.REFUND_PAYMENT])
+    assert redrive(state, 5, 60).send == (Task.AUTHORIZE_PAYMENT,)  # drives the e-mail on
+    state, more = run(MAILED, state=state)
+    assert more == [Task.SEND_CANCELLATION_NOTICE] and not state.needs_attention
+    # the same when the pivot's success arrives after the cancel
+    state, sent = run(PAID, CANCEL, RESERVED, RELEASED, REFUNDED, MAILED)
+    assert sent[-1] == Task.SEND_CANCELLATION_NOTICE and sent.count(sent[-1]) == 1
+    # and when the confirmation settles before the compensations are done
+    state, sent = run(PAID, RESERVED, CANCEL, MAILED, RELEASED, REFUNDED)
+    assert sent[-1] == Task.SEND_CANCELLATION_NOTICE and sent.count(sent[-1]) == 1
+
+
+def test_cancel_is_idempotent_and_refused_for_a_failed_or_failing_order():
+    state, sent = run(CANCEL, CANCEL)
+    assert sent == [Task.RELEASE_STOCK] and state.reason == "cancelled"
+    failed, _ = run((Task.AUTHORIZE_PAYMENT, "failed", "payment_declined"))
+    assert cancel(failed) is None
+    failing, _ = run(PAID, (Task.RESERVE_STOCK, "failed", "out_of_stock"))
+    assert cancel(failing) is None
+
+
+def test_a_re_drive_sends_what_the_flagged_order_waits_for_and_the_success_clears_the_flag():
+    stuck, _ = run(PAID, (Task.RESERVE_STOCK, "failed", "out_of_stock"),
+                   (Task.REFUND_PAYMENT, "failed", "payment_unavailable"))
+    assert stuck.needs_attention and redrive(stuck, 5, 60).send == ()  # the sweeper leaves it
+    decision = retry(stuck)
+    assert decision is not None and decision.send == (Task.REFUND_PAYMENT,)
+    assert decision.state.needs_attention  # until the refund succeeds
+    state, sent = run(REFUNDED, state=decision.state)
+    assert sent == [Task.SEND_FAILURE_NOTICE] and not state.needs_attention
+    assert retry(state) is None  # nothing needs a person now
+
+
+def test_a_re_drive_of_an_order_that_waits_for_nothing_clears_its_flag():
+    done, _ = run(PAID, RESERVED, MAILED)
+    flagged = on_dead_letter(done).state
+    assert flagged.needs_attention
+    decision = retry(flagged)
+    assert decision is not None and decision.send == () and not decision.state.needs_attention

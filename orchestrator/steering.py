@@ -1,0 +1,73 @@
+"""Steering an order from the API: cancel it, or re-drive one flagged for attention. Each is one
+transaction under the order's row lock, like a step's reply: the saga decides (orchestrator.saga),
+the timeline records who asked, and what the decision owes goes to the outbox."""
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Literal
+
+from sqlalchemy import Engine
+
+from contracts.messages import utcnow
+from orchestrator import saga, saga_store
+from orchestrator.saga_store import Event
+
+log = logging.getLogger("saga.orders")
+
+CANCEL, RETRY = "order.cancel", "order.retry"  # their entries in the timeline
+Answer = Literal["accepted", "already", "refused", "unknown"]
+
+
+@dataclass(frozen=True)
+class Steered:
+    answer: Answer
+    status: str | None = None  # the order's status after the request
+    owed: list[int] = field(default_factory=list)  # outbox rows to publish now
+
+
+def cancel(db: Engine, order_id: str, reason: str | None) -> Steered:
+    """`already`: the order is cancelled or being cancelled; `refused`: it failed, or is
+    failing (its compensations are running for another reason)."""
+    with db.begin() as conn:
+        order = saga_store.lock(conn, order_id)
+        if order is None:
+            return Steered("unknown")
+        seen = saga_store.seen(conn, order_id)
+        state = saga_store.state_of(order, seen)
+        if state.cancelled:
+            return Steered("already", state.status)
+        decision = saga.cancel(state)
+        if decision is None:
+            return Steered("refused", state.status)
+        saga_store.record(conn, seen, order_id, Event(
+            CANCEL, "requested", saga.CANCELLED, 0, utcnow(),
+            {"reason": reason} if reason else {}))
+        owed = saga_store.store(conn, order_id, decision)
+    _log(order_id, CANCEL, state, decision)
+    return Steered("accepted", decision.state.status, owed)
+
+
+def retry(db: Engine, order_id: str) -> Steered:
+    """`refused`: the order needs nothing."""
+    with db.begin() as conn:
+        order = saga_store.lock(conn, order_id)
+        if order is None:
+            return Steered("unknown")
+        seen = saga_store.seen(conn, order_id)
+        state = saga_store.state_of(order, seen)
+        decision = saga.retry(state)
+        if decision is None:
+            return Steered("refused", state.status)
+        # each re-drive is its own entry: attempt counts them
+        attempt = 1 + sum(1 for name, _, _ in seen if name == RETRY)
+        saga_store.record(conn, seen, order_id, Event(
+            RETRY, "requested", None, attempt, utcnow(), {"sent": list(decision.send)}))
+        owed = saga_store.store(conn, order_id, decision)
+    _log(order_id, RETRY, state, decision)
+    return Steered("accepted", decision.state.status, owed)
+
+
+def _log(order_id: str, what: str, before: saga.SagaState, decision: saga.Decision) -> None:
+    log.info("saga %s", json.dumps({"order_id": order_id, "event": f"{what}:requested",
+                                    "was": before.status, "status": decision.state.status,
+                                    "send": list(decision.send)}))
