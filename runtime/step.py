@@ -120,11 +120,10 @@ class SagaStep(DeadLetteringTask):
                 outcome = StepOutcome.failed(self.exhausted_reason, error=str(exc),
                                              attempts=run.attempt)
             else:
-                raise self._retry(run, exc, None)
+                raise self._retry(run, exc, self._stuck())
         except Exception as exc:
             if self.persistent:
-                stuck = self.request.retries + 1 >= ATTENTION_AFTER
-                raise self._retry(run, exc, STUCK if stuck else None)
+                raise self._retry(run, exc, self._stuck())
             if database_trouble(exc):
                 # the step's own database is away or restarting: its transaction did nothing,
                 # so the order waits for it (whatever the budget) rather than failing over it
@@ -138,6 +137,12 @@ class SagaStep(DeadLetteringTask):
                 log.exception("could not report the crash of %s", self.name)
             raise
         return self._finish(run, outcome)
+
+    def _stuck(self) -> str | None:
+        """A persistent step that has failed ATTENTION_AFTER attempts says it is stuck (an SMTP
+        server away for long, a bug): the saga flags the order, and the step goes on."""
+        stuck = self.persistent and self.request.retries + 1 >= ATTENTION_AFTER
+        return STUCK if stuck else None
 
     def _dead_letter(self, run: "Run", payload: Any, error: str) -> None:
         try:

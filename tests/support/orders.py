@@ -8,7 +8,7 @@ import httpx
 from devstack.smtp import read_mails
 from tests.support.waiting import wait_for
 
-TERMINAL = {"confirmed", "failed"}
+TERMINAL = {"confirmed", "failed", "cancelled"}
 
 
 def order_body(sku: str = "BOOK-1", quantity: int = 1, token: str = "tok_visa",
