@@ -10,14 +10,18 @@ from typing import Annotated, Any, Literal
 import redis
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.orm import Session
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from contracts.names import queue_of
 from orchestrator import catalog, dead_letter_reports, orders, saga, steering
@@ -57,7 +61,8 @@ class AsciiJSONResponse(JSONResponse):
 def _errors(*statuses: int, conflict: str | None = None) -> dict[int | str, dict[str, Any]]:
     """The error answers an operation can give, for the OpenAPI document; `conflict` says what
     its 409 means when that is not the Idempotency-Key's."""
-    said = {401: "no valid API key (only when API_KEYS is set)",
+    said = {400: "the body could not be read as JSON (not UTF-8, say)",
+            401: "no valid API key (only when API_KEYS is set)",
             404: "no such order", 409: "the Idempotency-Key was used with another body",
             413: "the body is over MAX_BODY_BYTES",
             422: "the request failed validation (an unknown SKU too: the catalog is the "
@@ -118,6 +123,19 @@ def create_api(orch: Orchestrator) -> FastAPI:
         return AsciiJSONResponse({"detail": "internal error", "error_id": error_id},
                                  status_code=500)
 
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code != 405:
+            return await http_exception_handler(request, exc)
+        # Starlette's 405 names the methods of the first route on the path only (`Allow: POST`
+        # on /orders, which GET serves too): name every route's
+        allowed = sorted({method for route in api.router.routes
+                          if isinstance(route, APIRoute)
+                          and route.matches(request.scope)[0] is Match.PARTIAL
+                          for method in route.methods or ()})
+        return AsciiJSONResponse({"detail": "Method Not Allowed"}, status_code=405,
+                                 headers={"Allow": ", ".join(allowed)})
+
     @api.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's own 422 body, ASCII-escaped: it echoes the input, and a lone surrogate
@@ -139,8 +157,15 @@ def create_api(orch: Orchestrator) -> FastAPI:
 
     SessionDep = Annotated[Session, Depends(read_session)]
 
-    @api.post("/orders", status_code=202, response_model=OrderOut,
-              responses=_errors(401, 409, 413, 422, 500, 503))
+    # OpenAPI links: a generated client (or schemathesis' stateful phase) follows a new order to
+    # what can be done with it
+    follow = {name: {"operationId": name, "parameters": {"order_id": "$response.body#/id"}}
+              for name in ("getOrder", "cancelOrder", "retryOrder")}
+
+    @api.post("/orders", status_code=202, response_model=OrderOut, operation_id="placeOrder",
+              responses={202: {"description": "the order, stored; its saga has begun",
+                               "links": follow},
+                         **_errors(400, 401, 409, 413, 422, 500, 503)})
     def post_order(body: OrderIn,
                    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
                    ) -> Response:
@@ -171,12 +196,14 @@ def create_api(orch: Orchestrator) -> FastAPI:
         log.info("order received order_id=%s replayed=%s", placed.order_id, placed.order is None)
         return json_response(out, 202, {"Location": f"/orders/{placed.order_id}"})
 
-    @api.get("/orders", response_model=OrderPage, responses=_errors(401, 413, 422, 500, 503))
+    @api.get("/orders", response_model=OrderPage, operation_id="listOrders",
+             responses=_errors(401, 413, 422, 500, 503))
     def list_orders(session: SessionDep,
                     status: Literal["pending", "confirmed", "failed", "cancelled"] | None = None,
                     needs_attention: bool | None = None,
                     limit: Annotated[int, Query(ge=1, le=orders.PAGE_MAX)] = 50,
-                    cursor: Annotated[str | None, Query(max_length=200)] = None) -> Response:
+                    cursor: Annotated[str | None, Query(pattern=orders.CURSOR)] = None,
+                    ) -> Response:
         """Orders newest first, without their timelines; follow `next_cursor` for older ones."""
         try:
             found, next_cursor = orders.page(session, limit, cursor, status, needs_attention)
@@ -188,7 +215,7 @@ def create_api(orch: Orchestrator) -> FastAPI:
                         next_cursor=next_cursor)
         return Response(out.model_dump_json(), 200, media_type="application/json")
 
-    @api.get("/orders/{order_id}", response_model=OrderOut,
+    @api.get("/orders/{order_id}", response_model=OrderOut, operation_id="getOrder",
              responses=_errors(401, 404, 413, 422, 500, 503))
     def get_order(order_id: str, session: SessionDep) -> Response:
         found = orders.load(session, order_id) if could_exist(order_id) else None
@@ -210,8 +237,9 @@ def create_api(orch: Orchestrator) -> FastAPI:
         return json_response(order_out(*found), code)
 
     @api.post("/orders/{order_id}/cancel", status_code=202, response_model=OrderOut,
+              operation_id="cancelOrder",
               responses={200: {"model": OrderOut, "description": "the order was cancelled"},
-                         **_errors(401, 404, 409, 413, 422, 500, 503,
+                         **_errors(400, 401, 404, 409, 413, 422, 500, 503,
                                    conflict="the order failed, or is failing")})
     def cancel_order(order_id: str, body: CancelIn | None = None) -> Response:
         """Stop the order and undo what it did: the payment is refunded and the stock released
@@ -224,6 +252,7 @@ def create_api(orch: Orchestrator) -> FastAPI:
         return steered(order_id, done, "only a pending or confirmed order can be cancelled")
 
     @api.post("/orders/{order_id}/retry", status_code=202, response_model=OrderOut,
+              operation_id="retryOrder",
               responses=_errors(401, 404, 409, 413, 422, 500, 503,
                                 conflict="the order does not need attention"))
     def retry_order(order_id: str) -> Response:
@@ -236,7 +265,7 @@ def create_api(orch: Orchestrator) -> FastAPI:
         done = steering.retry(db.engine, order_id)
         return steered(order_id, done, "it does not need attention")
 
-    @api.get("/dead-letters", response_model=DeadLetterPage,
+    @api.get("/dead-letters", response_model=DeadLetterPage, operation_id="listDeadLetters",
              responses=_errors(401, 413, 422, 500, 503))
     def list_dead_letters(
             session: SessionDep,
@@ -253,7 +282,7 @@ def create_api(orch: Orchestrator) -> FastAPI:
                              next_cursor=None if last is None else str(last))
         return Response(out.model_dump_json(), 200, media_type="application/json")
 
-    @api.get("/healthz", response_model=HealthOut,
+    @api.get("/healthz", response_model=HealthOut, operation_id="health",
              responses={503: {"model": HealthOut, "description": "a dependency is away"},
                         **_errors(413, 500)})
     def healthz(session: SessionDep, response: Response) -> dict[str, str]:

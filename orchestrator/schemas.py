@@ -11,7 +11,7 @@ NO_CONTROLS = r"^[^\x00-\x1f\x7f-\x9f]*$"
 
 
 class OrderLineIn(BaseModel):
-    sku: str = Field(min_length=1, max_length=64, pattern=NO_CONTROLS)
+    sku: str = Field(min_length=1, max_length=64, pattern=NO_CONTROLS, examples=["BOOK-1"])
     quantity: int = Field(ge=1, le=1000)
 
 
@@ -19,7 +19,8 @@ class OrderIn(BaseModel):
     customer_email: EmailStr
     items: list[OrderLineIn] = Field(min_length=1, max_length=100)
     # the payment service stores the token in a VARCHAR(64)
-    payment_token: str = Field(min_length=1, max_length=64, pattern=NO_CONTROLS)
+    payment_token: str = Field(min_length=1, max_length=64, pattern=NO_CONTROLS,
+                               examples=["tok_visa"])
 
     def fingerprint(self) -> str:
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()

@@ -452,8 +452,9 @@ IMAGE_MODULES = {
 
 
 # Imported here only because they happen to be installed in the test venv: the setuptools
-# import hook a venv's .pth file loads, and Mako's optional syntax highlighting.
-OPTIONAL = {"setuptools", "pygments"}
+# import hook a venv's .pth file loads, Mako's optional syntax highlighting, and uvicorn's
+# optional YAML log configuration (schemathesis brings PyYAML).
+OPTIONAL = {"setuptools", "pygments", "pyyaml"}
 
 
 def test_the_images_install_every_distribution_their_code_imports() -> None:
