@@ -13,7 +13,6 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from sqlalchemy import select, text
@@ -21,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.routing import Match, Route
 
 from contracts.names import queue_of
 from orchestrator import catalog, dead_letter_reports, orders, saga, steering
@@ -130,7 +129,7 @@ def create_api(orch: Orchestrator) -> FastAPI:
         # Starlette's 405 names the methods of the first route on the path only (`Allow: POST`
         # on /orders, which GET serves too): name every route's
         allowed = sorted({method for route in api.router.routes
-                          if isinstance(route, APIRoute)
+                          if isinstance(route, Route)
                           and route.matches(request.scope)[0] is Match.PARTIAL
                           for method in route.methods or ()})
         return AsciiJSONResponse({"detail": "Method Not Allowed"}, status_code=405,

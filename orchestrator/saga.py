@@ -111,7 +111,9 @@ def on_failed(state: SagaState, step: str, reason: str, raised: bool = False) ->
     own compensation runs too (compensations are no-ops where there is nothing to undo)."""
     state = replace(state, failed=state.failed | {step})
     if state.cancelled and reason == CANCELLED:
-        return Decision(state)  # a late step refused to act on a cancelled order, as it should
+        # a late step refused to act on a cancelled order, as it should; a refused confirmation
+        # has settled, so the cancellation notice need not wait for it
+        return _notice_if_waiting(state) if step == LAST else Decision(state)
     if step in COMPENSATIONS or step in NOTICES or _past_pivot(step) \
             or state.status == "confirmed":
         # nothing left to undo with: a person has to look

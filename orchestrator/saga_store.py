@@ -19,6 +19,9 @@ _ADD_EVENT = insert(EVENTS)
 _SET = update(ORDERS).where(ORDERS.c.id == bindparam("order_id"))
 _OWE = insert(OUTBOX).returning(OUTBOX.c.id)
 
+# statuses of which each attempt is its own entry: a retry, a re-drive asked for, a dead letter
+# (its id as the attempt)
+EACH = ("retrying", "requested", saga.DEAD_LETTERED)
 Seen = list[tuple[str, str, int]]  # (step, status, attempt) of every event recorded
 
 
@@ -57,7 +60,7 @@ def record(conn: Connection, seen: Seen, order_id: str, event: Event) -> bool:
     """Add the event to the timeline; False if it is there already (a duplicate delivery).
     Under the order's row lock, so check-then-insert cannot race. A step succeeds or fails
     once, whatever attempt number a duplicate delivery carries; each retry is its own event."""
-    if any(n == event.step and s == event.status and (s != "retrying" or a == event.attempt)
+    if any(n == event.step and s == event.status and (s not in EACH or a == event.attempt)
            for n, s, a in seen):
         return False
     conn.execute(_ADD_EVENT, {"order_id": order_id, "name": event.step, "status": event.status,

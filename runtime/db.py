@@ -1,5 +1,7 @@
 """The one engine helper every process uses: SQLite tuned for many small write transactions,
 PostgreSQL with a checked pool; timestamps that come back in UTC on both."""
+import os
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,6 +122,12 @@ class Database:
     @classmethod
     def at(cls, url: str, timeout_s: float = 10.0) -> "Database":
         engine = make_engine(url, timeout_s)
+        # A prefork pool child must not reuse the connections its parent holds (the parent's
+        # threads use them: the relay, the dead-letter reporter): the child starts with an
+        # empty pool, leaving the parent's sockets to the parent (SQLAlchemy's "pooling and
+        # multiprocessing" advice). Weak, so a disposed Database is not kept alive by it.
+        held = weakref.ref(engine)
+        os.register_at_fork(after_in_child=lambda: _forget(held))
         return cls(engine, sessionmaker(engine, expire_on_commit=False),
                    sessionmaker(reader(engine), expire_on_commit=False))
 
@@ -129,6 +137,12 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _forget(held: "weakref.ref[Engine]") -> None:
+    engine = held()
+    if engine is not None:
+        engine.dispose(close=False)
 
 
 class UtcDateTime(TypeDecorator[datetime]):

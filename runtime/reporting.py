@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 from celery import bootsteps
+from pydantic import ValidationError
 
 from contracts.messages import DeadLetterReport
 from contracts.names import Queue, Task
@@ -27,20 +28,36 @@ def report(app: Any, service: str, dead_letters: DeadLetters) -> int:
     done: list[int] = []
     try:
         for letter in letters:
-            if letter["task"] == Task.DEAD_LETTER:
-                # a report the saga could not take: reporting it would go round for ever (it
-                # stays in the saga's own dead letters, listed by its CLI)
-                done.append(letter["dead_letter_id"])
-                continue
-            message = DeadLetterReport(service=service, **{
-                **letter, "error": letter["error"][:2000]}).model_dump(mode="json")
-            app.send_task(Task.DEAD_LETTER, args=(message,), queue=Queue.SAGA,
-                          **brief(letter["order_id"]), **FAIL_FAST)
+            message = _report_of(service, letter)
+            if message is not None:
+                app.send_task(Task.DEAD_LETTER, args=(message,), queue=Queue.SAGA,
+                              **brief(message["order_id"]), **FAIL_FAST)
             done.append(letter["dead_letter_id"])
     finally:
         if done:
             dead_letters.mark_reported(done)
     return len(done)
+
+
+def _report_of(service: str, letter: dict[str, Any]) -> dict[str, Any] | None:
+    """The report of one dead letter, or None for one never to report (marked all the same,
+    so that it does not block the ones after it)."""
+    if letter["task"] == Task.DEAD_LETTER:
+        # a report the saga could not take: reporting it would go round for ever (it stays in
+        # the saga's own dead letters, listed by its CLI)
+        return None
+    order_id = letter["order_id"]
+    try:
+        # what a junk message claimed for itself may not fit the report: it is cut, not lost
+        return DeadLetterReport(
+            service=service, dead_letter_id=letter["dead_letter_id"],
+            task=str(letter["task"])[:128], error=str(letter["error"])[:2000],
+            order_id=order_id if isinstance(order_id, str) and len(order_id) <= 64 else None,
+            created_at=letter["created_at"]).model_dump(mode="json")
+    except ValidationError:
+        log.exception("dead letter %s of %s cannot be reported; it stays listed by its CLI",
+                      letter["dead_letter_id"], service)
+        return None
 
 
 def reporter_step(service: str, dead_letters: DeadLetters,

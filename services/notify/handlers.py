@@ -5,7 +5,7 @@ import time
 from email.message import EmailMessage
 from typing import Protocol
 
-from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from contracts.messages import (
@@ -20,7 +20,7 @@ from contracts.names import Task
 from runtime.db import database_trouble, utcnow
 from runtime.inbox import once
 from runtime.outcome import StepOutcome
-from runtime.retries import backoff_s
+from runtime.retries import RetryableError, backoff_s
 from services.notify.mailer import MailRejected, compose
 from services.notify.models import Inbox, Mail
 
@@ -58,12 +58,28 @@ def send_cancellation_notice(msg: SendCancellationNotice, db: Engine, mailer: Ma
     return _send_once(msg.order, "cancellation", Task.SEND_CANCELLATION_NOTICE, mail, db, mailer)
 
 
+class ConfirmationSending(RetryableError):
+    """The order's confirmation is going out right now: its cancellation follows it."""
+
+
 def claim(db: Engine, order: SagaOrder, kind: str, mail: EmailMessage) -> tuple[str, str]:
     """The order's mail of `kind`'s slot, claimed for `kind` unless another kind holds it:
-    (kind, status)."""
+    (kind, status). The customer reads an order's mails in the order they are told: a
+    confirmation is never sent once the cancellation is claimed (it answers as held by the
+    cancellation), and a cancellation waits while the confirmation is being sent."""
     key = {"id": order.order_id, "in_slot": SLOTS[kind]}
     try:
         with db.begin() as conn:
+            _serialize(conn, order.order_id)
+            if kind == "confirmation":
+                cancelled = conn.execute(_LOCK, {**key, "in_slot": "cancellation"}).first()
+                if cancelled is not None:
+                    return cancelled.kind, cancelled.status
+            elif kind == "cancellation":
+                told = conn.execute(_LOCK, {**key, "in_slot": "outcome"}).first()
+                if told is not None and told.kind == "confirmation" \
+                        and told.status == "sending":
+                    raise ConfirmationSending(f"the confirmation of {order.order_id} is going out")
             row = conn.execute(_LOCK, key).first()
             if row is not None:
                 return row.kind, row.status
@@ -77,6 +93,13 @@ def claim(db: Engine, order: SagaOrder, kind: str, mail: EmailMessage) -> tuple[
         with db.connect() as conn:
             row = conn.execute(_LOCK, key).one()
             return row.kind, row.status
+
+
+def _serialize(conn: Connection, order_id: str) -> None:
+    """The claims of one order's mails, one at a time. SQLite runs one writer at a time anyway;
+    on PostgreSQL two claims of different slots would each miss the other's uncommitted row."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:id))"), {"id": order_id})
 
 
 # How long a sent mail waits for its database to say so: within the guard's lease
@@ -121,6 +144,10 @@ def _send_once(order: SagaOrder, kind: MailKind, step: str, mail: EmailMessage, 
 
     def record(conn: Connection, result: str) -> StepOutcome:
         key = {"id": order.order_id, "in_slot": SLOTS[kind]}
+        if result == "already:cancellation":
+            # a confirmation that arrives once the order is cancelled (its reply was late):
+            # never sent after the cancellation; the saga expects this refusal
+            return StepOutcome.failed("cancelled", why="the order was cancelled")
         row = conn.execute(_LOCK, key).one()
         if result.startswith("already:"):
             # This order already has its one e-mail, of the other kind: a second is never sent,

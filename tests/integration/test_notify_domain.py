@@ -83,7 +83,31 @@ def test_a_cancelled_order_gets_its_cancellation_once_after_its_confirmation(
     assert subjects == [f"Your order {order_id} has been cancelled",
                         f"Your order {order_id} is confirmed"]
     [cancelled] = [m for m in mails_for(maildrop, order_id) if "cancelled" in m["Subject"]]
-    assert "refunded in full: 25.98 EUR" in cancelled.get_content()
+    assert "nothing stays charged" in cancelled.get_content()
+
+
+def test_a_confirmation_that_comes_after_the_cancellation_is_never_sent(
+        db, mailer, maildrop, db_url):
+    order_id = f"late-{abs(hash(db_url))}"
+    notice = SendCancellationNotice(order=order(order_id), refunded=True)
+    assert handlers.send_cancellation_notice(notice, db, mailer, SENDER).succeeded
+    late = handlers.send_confirmation(StockReserved(order=order(order_id), authorization_id="a",
+                                                    reservation_id="r"), db, mailer, SENDER)
+    assert (late.succeeded, late.reason) == (False, "cancelled")
+    assert [m["Subject"] for m in mails_for(maildrop, order_id)] == [
+        f"Your order {order_id} has been cancelled"]
+
+
+def test_a_cancellation_waits_while_the_confirmation_is_going_out(db, mailer, maildrop,
+                                                                  db_url):
+    order_id = f"wait-{abs(hash(db_url))}"
+    confirmation = handlers.compose(order(order_id), "confirmation", SENDER)
+    assert handlers.claim(db, order(order_id), "confirmation", confirmation) == (
+        "confirmation", "sending")
+    notice = SendCancellationNotice(order=order(order_id), refunded=True)
+    with pytest.raises(handlers.ConfirmationSending):
+        handlers.send_cancellation_notice(notice, db, mailer, SENDER)
+    assert mails_for(maildrop, order_id) == []
 
 
 def test_a_failure_notice_says_why(db, mailer, maildrop, db_url):
