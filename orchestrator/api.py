@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Res
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from sqlalchemy import select, text
@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
 
 from contracts.names import queue_of
-from orchestrator import catalog, dead_letter_reports, orders, saga, steering
+from orchestrator import catalog, dead_letter_reports, events, orders, saga, steering
 from orchestrator.backlog import Backlog
 from orchestrator.bootstrap import Orchestrator, bootstrap
 from orchestrator.front_door import BearerKeys, BodyLimit, short
@@ -49,6 +49,14 @@ log = logging.getLogger("saga.api")
 
 # what a 503 tells a client to wait before it tries again
 RETRY_AFTER_S = 2
+
+
+# One Server-Sent Event of GET /orders/{id}/events: `data` is a timeline entry's JSON (as in
+# GET /orders/{id}'s `steps`, with its `id`), or the order's end ({status, reason,
+# needs_attention})
+SSE_EVENT = {"type": "object", "required": ["event", "data"],
+             "properties": {"event": {"type": "string", "enum": ["step", "end"]},
+                            "data": {"type": "string"}, "id": {"type": "string"}}}
 
 
 class AsciiJSONResponse(JSONResponse):
@@ -221,6 +229,26 @@ def create_api(orch: Orchestrator) -> FastAPI:
         if found is None:
             raise HTTPException(404, f"no order {order_id}")
         return json_response(order_out(*found))
+
+    @api.get("/orders/{order_id}/events", operation_id="orderEvents",
+             response_class=StreamingResponse,
+             responses={200: {"content": {"text/event-stream": {"schema": SSE_EVENT}},
+                              "description": "`event: step` per timeline entry as it is "
+                                             "recorded, then `event: end` and the stream closes"},
+                        **_errors(401, 404, 413, 422, 500, 503)})
+    def order_events(order_id: str,
+                     last_event_id: Annotated[str, Header(pattern=r"^[0-9]{0,18}$")] = "",
+                     ) -> StreamingResponse:
+        """The order's timeline live, as Server-Sent Events (what GET /ui/orders/{id} draws)."""
+        # a session of its own, closed before the stream starts: a stream may stay open long
+        with db.read_sessions() as session:
+            known = could_exist(order_id) and session.get(Order, order_id) is not None
+        if not known:
+            raise HTTPException(404, f"no order {order_id}")
+        after = int(last_event_id) if last_event_id else 0
+        return StreamingResponse(events.stream(db.read_sessions, order_id, after),
+                                 media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
 
     def steered(order_id: str, done: steering.Steered, what: str) -> Response:
         if done.answer == "unknown":

@@ -177,3 +177,25 @@ def test_a_message_that_breaks_the_contract_is_dead_lettered_and_the_worker_goes
                         what="the dead letter")
     assert letter["task"] == "inventory.reserve" and "validation error" in letter["error"]
     assert wait_terminal(api, place(api))["status"] == "confirmed"
+
+
+def test_an_orders_timeline_streams_as_server_sent_events_until_it_ends(api):
+    order_id = place(api)
+    with api.stream("GET", f"/orders/{order_id}/events") as stream:
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        lines = list(stream.iter_lines())
+    events = [block.split("\n") for block in "\n".join(lines).split("\n\n") if block.strip()]
+    kinds = [next(f[7:] for f in e if f.startswith("event: ")) for e in events]
+    data = [json.loads(next(f[6:] for f in e if f.startswith("data: "))) for e in events]
+    assert kinds[-1] == "end" and set(kinds[:-1]) == {"step"}
+    assert data[-1]["status"] == "confirmed"
+    assert [d["name"] for d in data[:-1] if d["status"] == "succeeded"] == [
+        "payment.authorize", "inventory.reserve", "notify.order_confirmed"]
+    # a client that reconnects with Last-Event-ID gets only what came after
+    first_id = next(f[4:] for f in events[0] if f.startswith("id: "))
+    with api.stream("GET", f"/orders/{order_id}/events",
+                    headers={"Last-Event-ID": first_id}) as again:
+        rest = "\n".join(again.iter_lines())
+    assert rest.count("event: step") == len(kinds) - 2 and "event: end" in rest
+    assert api.get("/orders/00000000-0000-4000-8000-000000000000/events").status_code == 404
