@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import redis
+from kombu.exceptions import OperationalError as KombuOperationalError
 from pydantic import BaseModel, ValidationError
 
 from contracts.messages import (
@@ -33,6 +35,10 @@ if TYPE_CHECKING:
     from runtime.celery_app import SagaApp
 
 log = logging.getLogger("saga.step")
+# How long a step that has done its work waits for the broker to take its reply: within the
+# guard's lease (runtime.guard.LOCK_LEASE_S), longer than a partition or a Redis restart lasts.
+TELL_PATIENCE_S = 20.0
+BROKER_TROUBLE = (KombuOperationalError, ConnectionError, TimeoutError, redis.RedisError)
 
 
 class SagaStep(DeadLetteringTask):
@@ -187,8 +193,23 @@ class SagaStep(DeadLetteringTask):
         if run.order_id is None:
             return  # nothing the saga could attach it to; the dead letter keeps it
         reply = run.reply(status, reason, detail, raised=raised, earlier=run.earlier)
-        self.app.send_task(Task.STEP_RESULT, args=(reply.model_dump(mode="json"),),
-                           queue=Queue.SAGA, **brief(run.order_id))
+        message = reply.model_dump(mode="json")
+        # The step's effect is committed: a broker that is away for a moment (a partition, a
+        # restart) is waited out here, not turned into a dead letter that flags the order.
+        deadline = time.monotonic() + TELL_PATIENCE_S
+        attempt = 0
+        while True:
+            try:
+                self.app.send_task(Task.STEP_RESULT, args=(message,), queue=Queue.SAGA,
+                                   **brief(run.order_id))
+                return
+            except BROKER_TROUBLE as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("reply not sent order_id=%s step=%s (broker away: %s); trying again",
+                            run.order_id, self.name, type(exc).__name__)
+                time.sleep(min(2.0, backoff_s(0.25, attempt)))
+                attempt += 1
 
 
 @dataclass
