@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from chaos import client, invariants, plan
 from chaos.faults import Injector, maildir_of
 from devstack import hosts
@@ -139,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         placed = placing.order_ids
         say(f"all {len(placed)} orders placed; faults over; waiting for every order to end")
         final, recovered_s = _settle(stack, placed, last_fault, args.settle, say)
+        diagnosis = _diagnose(stack, final, log)
         report = invariants.check(final, stack.env, maildir_of(stack),
                                   (injector.junk_sent, injector.junk_wiped),
                                   sum(stack.supervisor.restarts.values()),
@@ -155,8 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     (args.var_dir / "report.json").write_text(json.dumps(
         {"seed": seed, "rows": report.rows, "broken": report.broken}, indent=2, default=str))
     if report.broken:
-        print("BROKEN:\n  " + "\n  ".join(report.broken)
-              + f"\nreplay: python -m chaos --seed {seed}")
+        print("BROKEN:\n  " + "\n  ".join(report.broken))
+        if diagnosis:
+            print("where the stuck orders stopped:\n  " + "\n  ".join(diagnosis))
+        print(f"replay: python -m chaos --seed {seed}")
         return 1
     print(f"chaos: every invariant held (seed {seed})")
     return 0
@@ -178,6 +183,27 @@ def _settle(stack: Stack, placed: list[str], since: float, timeout: float,
             return orders, f">{timeout:.0f}"
         say(f"  {len(open_)} order(s) still pending, {mailed}/{len(placed)} mails, {waited:.0f}s")
         time.sleep(3)
+
+
+def _diagnose(stack: Stack, orders: dict[str, dict[str, Any]], log: Path) -> list[str]:
+    """What a failed run's reader needs first (CI keeps only the output): where the stuck orders
+    stopped, what the queues hold, and the process log's last warnings."""
+    stuck = [d for d in orders.values() if d["status"] == "pending"]
+    if not stuck:
+        return []
+    last = Counter(f"{d['steps'][-1]['name']} {d['steps'][-1]['status']}" if d["steps"]
+                   else "(nothing recorded)" for d in stuck)
+    lines = [f"{n} x last entry: {entry}" for entry, n in last.most_common(6)]
+    try:
+        broker = redis.Redis.from_url(stack.env["REDIS_URL"], socket_timeout=2)
+        depths = {q: broker.llen(q) for q in ("saga", "payment", "inventory", "notify")}
+        lines.append(f"queue depths {depths}, unacked {broker.hlen('unacked')}")
+    except redis.RedisError as exc:
+        lines.append(f"queue depths unknown: {exc}")
+    warnings = [line.rstrip()[:200] for line in log.read_text(errors="replace").splitlines()
+                if " WARNING" in line or " ERROR" in line or "Traceback" in line]
+    lines += ["log: " + line for line in warnings[-12:]]
+    return lines
 
 
 def _printer() -> Callable[[str], None]:

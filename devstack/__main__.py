@@ -37,6 +37,9 @@ def parser() -> argparse.ArgumentParser:
                      help="run N processes of a worker kind "
                           f"({', '.join(k for k in PROCESSES if k != 'api')}); "
                           "repeatable, e.g. --scale inventory=2")
+    run.add_argument("--metrics-port", type=int, default=9100,
+                     help="each worker serves its metrics on the next free port from here "
+                          "(default: %(default)s); the API's are at /metrics")
     run.add_argument("--ready-timeout", type=float, default=60,
                      help="seconds to wait for the API's /healthz (default: %(default)s)")
     run.set_defaults(run=run_command)
@@ -45,7 +48,8 @@ def parser() -> argparse.ArgumentParser:
 
 def run_command(args: argparse.Namespace) -> int:
     try:
-        stack = Stack(args.var_dir, api_port=args.port, workers=_parse_scale(args.scale))
+        stack = Stack(args.var_dir, api_port=args.port, workers=_parse_scale(args.scale),
+                      metrics_from=args.metrics_port)
     except ValueError as error:
         print(f"devstack: {error}", file=sys.stderr)
         return 2
@@ -91,6 +95,8 @@ def _print_welcome(stack: Stack, var_dir: Path) -> None:
         say(f"       mails land as .eml files in {_shown(stack.maildir, var_dir)}/")
     else:
         say(f"       mails go to {stack.env['SMTP_HOST']}:{stack.env.get('SMTP_PORT', '')}")
+    say(f"       metrics at {api}/metrics, and each worker's: " + ", ".join(
+        f"{name} {url}" for name, url in stack.metrics_urls.items()))
     say(f"       logs in {_shown(stack.var_dir / 'log', var_dir)}/; Ctrl-C stops everything")
     say("try:")
     # Bare, with no prefix, so it can be copied in one go.

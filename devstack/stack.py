@@ -63,7 +63,7 @@ class Stack:
                  process_env: Mapping[str, Mapping[str, str]] | None = None,
                  redis_appendonly: bool = True, repo_root: Path = REPO_ROOT,
                  out: Out | None = None, relay: bool = True,
-                 network: Network | None = None) -> None:
+                 network: Network | None = None, metrics_from: int | None = None) -> None:
         # network: spread over hosts (devstack.hosts): the embedded broker on `broker`, the API
         # and the saga worker on `app`, each service on the host of its name (else `app`), the
         # embedded SMTP server on this machine, the network's gateway
@@ -72,6 +72,9 @@ class Stack:
         self.workers = _process_counts(workers or {})
         self.process_env = {k: dict(v) for k, v in (process_env or {}).items()}
         self.network = network
+        # each worker serves its metrics on the next free port from here (WORKER_METRICS_PORT)
+        self.metrics_from = metrics_from
+        self.metrics_urls: dict[str, str] = {}
         self.launchers: dict[str, list[str]] = {}
         if network is not None:
             app = network["app"]
@@ -175,7 +178,18 @@ class Stack:
                     argv += ["--hostname", f"{name}@%h"]
                 env = {**self._env, **self.process_env.get(kind, {}),
                        **self.process_env.get(name, {})}
+                if kind != "api" and self.metrics_from is not None and kind not in self.launchers:
+                    env["WORKER_METRICS_PORT"] = str(self._metrics_port(name))
                 self.supervisor.add(name, argv, env=env)
+
+    def _metrics_port(self, name: str) -> int:
+        assert self.metrics_from is not None
+        taken = {int(url.rsplit(":", 1)[1].split("/")[0]) for url in self.metrics_urls.values()}
+        port = self.metrics_from
+        while port in taken or not port_is_free("127.0.0.1", port):
+            port += 1
+        self.metrics_urls[name] = f"http://127.0.0.1:{port}/metrics"
+        return port
 
     def wait_ready(self, timeout: float = 60) -> None:
         """Block until GET /healthz answers 200; raise StackNotReady with the children's output."""

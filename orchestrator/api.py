@@ -13,6 +13,8 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_fastapi_instrumentator import Instrumentator
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from sqlalchemy import select, text
@@ -22,11 +24,12 @@ from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
 
-from contracts.names import queue_of
+from contracts.names import Queue, queue_of
 from orchestrator import catalog, dead_letter_reports, events, orders, saga, steering
 from orchestrator.backlog import Backlog
 from orchestrator.bootstrap import Orchestrator, bootstrap
 from orchestrator.front_door import BearerKeys, BodyLimit, short
+from orchestrator.metrics import SagaMetrics
 from orchestrator.models import Order, Outbox, SagaEvent
 from orchestrator.schemas import (
     NO_CONTROLS,
@@ -98,6 +101,17 @@ def create_api(orch: Orchestrator) -> FastAPI:
     backlog = Backlog(orch.settings.redis_url, queue_of(saga.STEPS[0].action),
                       orch.settings.max_queue_depth)
 
+    def queue_depths() -> dict[str, int]:
+        try:
+            with broker.pipeline(transaction=False) as pipe:
+                for queue in Queue.ALL:
+                    pipe.llen(queue)
+                return dict(zip(Queue.ALL, pipe.execute(), strict=True))
+        except redis.RedisError:
+            return {}  # the broker away: no sample rather than a wrong one
+
+    metrics = SagaMetrics(db.engine, queue_depths)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
@@ -151,6 +165,10 @@ def create_api(orch: Orchestrator) -> FastAPI:
         errors = [{**error, "input": short(error["input"])} if "input" in error else error
                   for error in exc.errors()]
         return AsciiJSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+    # each request's latency by route template (the SSE stream's only until its first byte)
+    Instrumentator(excluded_handlers=["/metrics"], should_exclude_streaming_duration=True,
+                   registry=metrics.registry).instrument(api)
 
     # outermost last: a request without a key is refused before its body is read
     api.add_middleware(BodyLimit, max_bytes=orch.settings.max_body_bytes)
@@ -308,6 +326,13 @@ def create_api(orch: Orchestrator) -> FastAPI:
                                            for r in found],
                              next_cursor=None if last is None else str(last))
         return Response(out.model_dump_json(), 200, media_type="application/json")
+
+    @api.get("/metrics", include_in_schema=False)
+    def prometheus_metrics() -> Response:
+        """Prometheus' text format: the saga's view (orchestrator/metrics.py) and the API's
+        request latency. Open without an API key, as /healthz is."""
+        metrics.catch_up()
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @api.get("/healthz", response_model=HealthOut, operation_id="health",
              responses={503: {"model": HealthOut, "description": "a dependency is away"},

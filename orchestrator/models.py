@@ -28,7 +28,8 @@ class CatalogItem(Base):
 class Order(Base):
     __tablename__ = "orders"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    status: Mapped[str] = mapped_column(String(16), index=True)  # pending | confirmed | failed
+    # pending | confirmed | failed | cancelled
+    status: Mapped[str] = mapped_column(String(16), index=True)
     reason: Mapped[str | None] = mapped_column(String(64))
     customer_email: Mapped[str] = mapped_column(String(320))
     items: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
@@ -48,9 +49,14 @@ class Order(Base):
     # the last time the saga heard from a step or acted: what the sweeper measures stalls by
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow,
                                                  onupdate=utcnow)
+    # when it reached its status, once terminal (confirmed, failed, cancelled): GET /metrics
+    # measures orders from POST to here
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     __table_args__ = (Index("orders_open", "closed", "updated_at"),
                       # GET /orders: newest first, (created_at, id) as the cursor
-                      Index("orders_newest_first", "created_at", "id"))
+                      Index("orders_newest_first", "created_at", "id"),
+                      Index("orders_ended", "ended_at"),
+                      Index("orders_needing_attention", "needs_attention"))
 
 
 class SagaEvent(Base):

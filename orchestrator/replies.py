@@ -46,7 +46,7 @@ def apply(db: Engine, order_id: str, events: list[Event]) -> list[int]:
             state, send = decision.state, send + list(decision.send)
         if not recorded:
             return []
-        return saga_store.store(conn, order_id, saga.Decision(state, tuple(send)))
+        return saga_store.store(conn, order, saga.Decision(state, tuple(send)))
 
 
 def decide(state: saga.SagaState, event: Event) -> saga.Decision:

@@ -22,6 +22,7 @@ _OWE = insert(OUTBOX).returning(OUTBOX.c.id)
 # statuses of which each attempt is its own entry: a retry, a re-drive asked for, a dead letter
 # (its id as the attempt)
 EACH = ("retrying", "requested", saga.DEAD_LETTERED)
+ENDS = ("confirmed", *saga.TERMINAL)  # the statuses an order ends in (and may leave for cancelled)
 Seen = list[tuple[str, str, int]]  # (step, status, attempt) of every event recorded
 
 
@@ -70,9 +71,12 @@ def record(conn: Connection, seen: Seen, order_id: str, event: Event) -> bool:
     return True
 
 
-def store(conn: Connection, order_id: str, decision: saga.Decision, **more: Any) -> list[int]:
-    """Save the saga's new state and the messages it owes (outbox rows, published after commit)."""
-    state, now = decision.state, utcnow()
+def store(conn: Connection, order: Row[Any], decision: saga.Decision, **more: Any) -> list[int]:
+    """Save the saga's new state over the order's locked row, and the messages it owes (outbox
+    rows, published after commit). A new terminal status is stamped with when it was reached."""
+    state, now, order_id = decision.state, utcnow(), order.id
+    if state.status != order.status and state.status in ENDS:
+        more["ended_at"] = now
     conn.execute(_SET, {"order_id": order_id, "status": state.status, "reason": state.reason,
                         "compensating": list(state.compensating),
                         "compensated": list(state.compensated),

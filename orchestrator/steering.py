@@ -69,7 +69,7 @@ def _steer(db: Engine, order_id: str,
             return answer
         decision, event = answer
         saga_store.record(conn, seen, order_id, event)
-        owed = saga_store.store(conn, order_id, decision)
+        owed = saga_store.store(conn, order, decision)
     _log(order_id, event.step, state, decision)
     return Steered("accepted", decision.state.status, owed)
 

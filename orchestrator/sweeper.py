@@ -37,7 +37,7 @@ def sweep(db: Engine, step_deadline_s: float, saga_deadline_s: float,
             age_s = (utcnow() - order.created_at).total_seconds()
             before = state_of(order, seen(conn, order_id))
             decision = saga.redrive(before, age_s, saga_deadline_s)
-            owed += store(conn, order_id, decision, redrives=order.redrives + 1)
+            owed += store(conn, order, decision, redrives=order.redrives + 1)
             log.warning("stalled order_id=%s status=%s idle_s>%.0f redrive=%d send=%s%s",
                         order_id, before.status, step_deadline_s, order.redrives + 1,
                         list(decision.send),

@@ -14,6 +14,7 @@ from runtime.transport import transport_for
 
 if TYPE_CHECKING:
     from runtime.deadletters import DeadLetterSink
+    from runtime.metrics import WorkerMetrics
     from runtime.step import SagaStep
 
 # A message a worker took but did not ack comes back after this many seconds. It must exceed the
@@ -40,6 +41,7 @@ class SagaApp(Celery):
 
     dead_letters: "DeadLetterSink"
     guard: Guard
+    worker_metrics: "WorkerMetrics | None" = None  # set by its bootstep, in a worker only
 
     def step(self, name: str, **options: Any) -> Callable[[Callable[..., Any]], "SagaStep"]:
         """Declare a saga step of this app, and of this app only (Celery would otherwise add

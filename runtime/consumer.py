@@ -26,6 +26,11 @@ def _task_name(message: Any) -> str:
 class DeadLetteringConsumer(Consumer):
     app: "SagaApp"
 
+    def on_connection_error_after_connected(self, exc: Exception) -> None:
+        if self.app.worker_metrics is not None:
+            self.app.worker_metrics.connection_losses.inc()
+        super().on_connection_error_after_connected(exc)
+
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         self.app.dead_letters.record(_task_name(message), None, _raw(message),
                                      f"undecodable body: {exc}")

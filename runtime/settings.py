@@ -14,3 +14,6 @@ class ProcessSettings(BaseSettings):
     database_url: str = "sqlite:///var/process.db"
     # the longest any wait on the database may last (runtime.db.make_engine)
     database_timeout_s: float = 10.0
+    # a worker serves its own metrics on this port (runtime/metrics.py); unset: none
+    worker_metrics_port: int | None = Field(None, validation_alias="WORKER_METRICS_PORT",
+                                            gt=0, lt=65536)

@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -221,6 +222,8 @@ class Run:
     earlier: list[StepReply] = field(default_factory=list)  # the chain's replies so far
     report_at_once: list[str] = field(default_factory=list)  # steps the saga wants to hear now
     started: float = field(default_factory=time.monotonic)
+    # wall clock, for the timeline's bars (GET /ui/orders/{id}); `started` measures durations
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
     def attempt(self) -> int:
@@ -231,10 +234,12 @@ class Run:
 
     def reply(self, status: StepStatus, reason: str | None, detail: dict[str, Any],
               **more: Any) -> StepReply:
-        # which worker did it: lets an operator see how a scaled service shares its queue
+        # which worker did it (lets an operator see how a scaled service shares its queue) and
+        # when it began: the timeline draws each attempt from its start to its end
         return StepReply(order_id=str(self.order_id), step=self.task.name, status=status,
                          reason=reason, attempt=self.attempt,
-                         detail={**detail, "worker": self.task.request.hostname}, **more)
+                         detail={**detail, "worker": self.task.request.hostname,
+                                 "started_at": self.started_at.isoformat()}, **more)
 
 
 def log_step(**fields: Any) -> None:

@@ -3,6 +3,7 @@ launcher."""
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import smtplib
@@ -410,6 +411,12 @@ def test_devstack_run_prints_how_to_use_it_and_stops_cleanly_on_a_signal(
         banner = "".join(lines)
         assert f"http://127.0.0.1:{port}/docs" in banner
         assert "var/mail/" in banner
+        # the API's metrics, and each worker's on a port of its own
+        assert f"metrics at http://127.0.0.1:{port}/metrics" in banner
+        worker_ports = re.findall(r"(saga|payment|inventory|notify) http://127.0.0.1:(\d+)/metrics",
+                                  banner)
+        assert [w for w, _ in worker_ports] == ["saga", "payment", "inventory", "notify"]
+        assert len({p for _, p in worker_ports}) == 4
         launcher.send_signal(stop_signal)
         rest, _ = launcher.communicate(timeout=30)
     finally:

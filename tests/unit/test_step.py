@@ -3,6 +3,7 @@ over kombu's in-memory transport, delivered as the worker's tracer delivers it, 
 the dead letters and the guard. What is checked is what the saga and an operator would see: the
 replies on queue `saga`, the dead letters, the retries, what the chain hands on."""
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -58,7 +59,10 @@ def test_a_step_that_succeeds_outside_a_chain_tells_the_saga(app: SagaApp) -> No
     [reply] = replies(app)
     assert (reply["order_id"], reply["step"], reply["status"]) == ("o-1", "inventory.reserve",
                                                                    "succeeded")
-    assert reply["detail"] == {"reservation_id": "res_1", "worker": "unit@test"}
+    detail = dict(reply["detail"])
+    started_at = datetime.fromisoformat(detail.pop("started_at"))
+    assert detail == {"reservation_id": "res_1", "worker": "unit@test"}
+    assert started_at <= datetime.fromisoformat(reply["at"])
 
 
 def test_inside_the_chain_a_success_rides_on_to_the_next_step(app: SagaApp) -> None:
