@@ -37,7 +37,7 @@ from tests.support.waiting import wait_for
 # -- e2e: each compose service's command as a local process, inventory x4 ---------------------
 
 def localize(service: str, env: dict[str, str], *, redis_url: str, databases: dict[str, str],
-             smtp_port: int, api_port: int) -> dict[str, str]:
+             smtp_port: int, api_port: int, metrics_port: Callable[[], int]) -> dict[str, str]:
     """The service's compose environment with the compose hostnames pointed at local stand-ins."""
     local = {}
     for key, value in env.items():
@@ -58,6 +58,10 @@ def localize(service: str, env: dict[str, str], *, redis_url: str, databases: di
             value = "127.0.0.1"  # 0.0.0.0 in a container; on this machine, loopback only
         elif key == "API_PORT":
             value = str(api_port)
+        elif key == "WORKER_METRICS_PORT":
+            # one per container there, one machine here: each replica a port of its own
+            assert value == "9100"
+            value = str(metrics_port())
         local[key] = value
     for key, value in local.items():
         assert host_in(value) not in SERVERS, f"{service}: {key}={value} still names a compose host"
@@ -168,7 +172,7 @@ def local_compose(services: dict[str, dict[str, Any]], tmp_path: Path, redis_db:
     def local_env(service: str) -> dict[str, str]:
         return localize(service, services[service].get("environment") or {},
                         redis_url=redis_db, databases=databases, smtp_port=maildrop.port,
-                        api_port=api_port)
+                        api_port=api_port, metrics_port=free_port)
 
     stack = LocalCompose(services, tmp_path, local_env, scale={"inventory": 4},
                          api_url=f"http://127.0.0.1:{api_port}")

@@ -26,6 +26,7 @@ from tests.support.compose import (
     DOCKERFILE,
     ENV_EXAMPLE,
     INIT_SCRIPT,
+    MONITORING,
     REPO_ROOT,
     SERVERS,
     WORKERS,
@@ -49,9 +50,24 @@ def test_the_compose_file_is_valid_with_and_without_profiles() -> None:
 
 def test_every_part_of_the_system_is_a_service(services: dict[str, dict[str, Any]]) -> None:
     assert {"redis", "postgres", "mailpit", "orchestrator", "saga", "payment", "inventory",
-            "notify", "flower"} <= set(services)
-    assert services["flower"].get("profiles") == ["monitoring"]
-    assert not any(services[name].get("profiles") for name in set(services) - {"flower"})
+            "notify"} | MONITORING <= set(services)
+    for name in MONITORING:
+        assert services[name].get("profiles") == ["monitoring"], name
+    assert not any(services[name].get("profiles") for name in set(services) - MONITORING)
+
+
+def test_monitoring_is_only_started_with_its_profile(
+        services: dict[str, dict[str, Any]]) -> None:
+    """`docker compose up` runs the system alone; `--profile monitoring` adds Flower,
+    Prometheus and Grafana, and nothing the system needs depends on them."""
+    plain = compose("config", "--services", profiles=False)
+    monitored = compose("--profile", "monitoring", "config", "--services", profiles=False)
+    for result in (plain, monitored):
+        assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+    assert set(monitored.stdout.split()) - set(plain.stdout.split()) == MONITORING
+    for name in set(services) - MONITORING:
+        needs = set(services[name].get("depends_on") or {})
+        assert not needs & MONITORING, f"{name} needs {needs & MONITORING}"
 
 
 def test_redis_persists_its_queues_and_never_evicts_them(
@@ -207,7 +223,8 @@ def test_only_the_uis_and_the_api_are_published_and_only_on_loopback(
     published = {name: [(p["host_ip"], p["target"]) for p in svc.get("ports") or []]
                  for name, svc in services.items() if svc.get("ports")}
     assert published == {"orchestrator": [("127.0.0.1", 8000)], "mailpit": [("127.0.0.1", 8025)],
-                         "flower": [("127.0.0.1", 5555)]}
+                         "flower": [("127.0.0.1", 5555)], "prometheus": [("127.0.0.1", 9090)],
+                         "grafana": [("127.0.0.1", 3000)]}
 
 
 def test_every_server_and_worker_has_a_healthcheck(services: dict[str, dict[str, Any]]) -> None:
@@ -283,7 +300,9 @@ def test_settings_come_from_the_environment_with_the_code_s_defaults(
         for field_name, field in cls.model_fields.items():
             env_name = field.validation_alias or f"{prefix}{field_name}".upper()
             fields[str(env_name)] = field.default
-    wired = {"REDIS_URL", "SMTP_HOST", "SMTP_PORT", "API_HOST", "API_PORT",
+    # where compose points a service (WORKER_METRICS_PORT: the port Prometheus scrapes, which
+    # the code leaves unset), not a tunable whose default compose repeats
+    wired = {"REDIS_URL", "SMTP_HOST", "SMTP_PORT", "API_HOST", "API_PORT", "WORKER_METRICS_PORT",
              *(f"{d.upper()}_DATABASE_URL" for d in DATABASES)}
     checked = 0
     for name in ours(services):
@@ -344,7 +363,7 @@ def dockerfile_stages() -> dict[str, dict[str, Any]]:
 
 
 def stage_chain(stages: dict[str, dict[str, Any]], target: str) -> list[dict[str, Any]]:
-    chain = []
+    chain: list[dict[str, Any]] = []
     while target in stages:
         chain.insert(0, stages[target])
         target = stages[target]["from"]
@@ -452,9 +471,10 @@ IMAGE_MODULES = {
 
 
 # Imported here only because they happen to be installed in the test venv: the setuptools
-# import hook a venv's .pth file loads, Mako's optional syntax highlighting, and uvicorn's
-# optional YAML log configuration (schemathesis brings PyYAML).
-OPTIONAL = {"setuptools", "pygments", "pyyaml"}
+# import hook a venv's .pth file loads, Mako's optional syntax highlighting, uvicorn's
+# optional YAML log configuration (schemathesis brings PyYAML), and the process details
+# OpenTelemetry's SDK adds when psutil is there (make run's embedded servers bring it).
+OPTIONAL = {"setuptools", "pygments", "pyyaml", "psutil"}
 
 
 def test_the_images_install_every_distribution_their_code_imports() -> None:

@@ -13,8 +13,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.support.paths import ROOT as REPO_ROOT
+from tests.support.paths import ROOT
 
+REPO_ROOT = ROOT
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILE = REPO_ROOT / "docker" / "Dockerfile"
 INIT_SCRIPT = REPO_ROOT / "docker" / "postgres" / "init-databases.sh"
@@ -23,7 +24,8 @@ ENV_EXAMPLE = REPO_ROOT / ".env.example"
 SERVERS = {"redis", "postgres", "mailpit"}           # what our services connect to
 WORKERS = {"saga": "saga", "payment": "payment", "inventory": "inventory", "notify": "notify"}
 DATABASES = {"orchestrator", "payment", "inventory", "notify"}
-PROFILES = ("monitoring",)                            # flower
+PROFILES = ("monitoring",)                            # MONITORING
+MONITORING = {"flower", "prometheus", "grafana"}     # --profile monitoring
 TERMINAL = {"confirmed", "failed"}
 
 
@@ -56,7 +58,8 @@ def compose(*args: str, env_file: Path | str = os.devnull,
 def parsed_config(env_file: Path | str = os.devnull) -> dict[str, Any]:
     result = compose("config", "--format", "json", env_file=env_file)
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    config: dict[str, Any] = json.loads(result.stdout)
+    return config
 
 
 def one_shots(services: dict[str, dict[str, Any]]) -> set[str]:
