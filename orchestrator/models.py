@@ -52,6 +52,8 @@ class Order(Base):
     # when it reached its status, once terminal (confirmed, failed, cancelled): GET /metrics
     # measures orders from POST to here
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # the W3C traceparent of its POST, when tracing is on: the saga's messages join that trace
+    trace_parent: Mapped[str | None] = mapped_column(String(64))
     __table_args__ = (Index("orders_open", "closed", "updated_at"),
                       # GET /orders: newest first, (created_at, id) as the cursor
                       Index("orders_newest_first", "created_at", "id"),

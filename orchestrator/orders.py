@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from orchestrator import catalog, saga
 from orchestrator.models import Order, Outbox, SagaEvent
 from orchestrator.schemas import OrderIn
+from runtime import tracing
 from runtime.db import utcnow
 
 # Core statements, built once: one of these transactions runs for every order placed
@@ -47,7 +48,9 @@ def place(db: Engine, request: OrderIn, idempotency_key: str | None) -> Placed:
                    "payment_token": request.payment_token, "idempotency_key": idempotency_key,
                    "request_fingerprint": fingerprint, "compensating": [], "compensated": [],
                    "needs_attention": False, "closed": False, "redrives": 0, "created_at": now,
-                   "updated_at": now}
+                   "updated_at": now, "ended_at": None,
+                   # the POST's trace: every message of the saga is published in it
+                   "trace_parent": tracing.current_trace_parent(order_id)}
             conn.execute(_ADD_ORDER, row)
             outbox_id = conn.execute(_OWE, {"order_id": order_id, "task": saga.STEPS[0].action,
                                             "created_at": now, "sent_at": None,

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator import chain, saga
 from orchestrator.models import Order, Outbox
+from runtime import tracing
 from runtime.db import Database, utcnow
 from runtime.retries import FAIL_FAST
 
@@ -23,7 +24,8 @@ log = logging.getLogger("saga.dispatch")
 
 
 def publish(app: Celery, order: Order, task: str) -> None:
-    chain.for_task(app, order, task).apply_async(**FAIL_FAST)
+    with tracing.within_order(order.id, order.trace_parent):
+        chain.for_task(app, order, task).apply_async(**FAIL_FAST)
 
 
 def flush(app: Celery, db: Database, outbox_ids: list[int]) -> int:
@@ -41,8 +43,10 @@ def flush(app: Celery, db: Database, outbox_ids: list[int]) -> int:
             assert order is not None
             task = row.task
             message = chain.for_task(app, order, task)  # built here, published after the read
+            order_id, trace_parent = order.id, order.trace_parent
         try:
-            message.apply_async(**FAIL_FAST)
+            with tracing.within_order(order_id, trace_parent):
+                message.apply_async(**FAIL_FAST)
         except Exception as exc:  # the broker is away: the row stays owed
             log.warning("publish failed order_id=%s task=%s: %s: %s (left to the relay)",
                         order.id, task, type(exc).__name__, exc)

@@ -9,9 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from celery.signals import after_setup_logger
+from celery.signals import (
+    after_setup_logger,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutdown,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
+from runtime import tracing
 from runtime.celery_app import quiet_celery_task_lines
 from runtime.migrations import migrate, revision
 from runtime.process import Process
@@ -81,12 +87,30 @@ class ServiceCli:
 
     def worker(self, args: argparse.Namespace) -> None:
         after_setup_logger.connect(quiet_celery_task_lines, weak=False)
-        self.bootstrap().app.worker_main([
+        process = self.bootstrap()
+        self._trace(process, args.pool)
+        process.app.worker_main([
             "worker", "-Q", self.name, "-n", args.hostname, "--pool", args.pool,
             "-c", str(args.concurrency), "-l", args.loglevel,
             # gossip and mingle only slow the start down; nothing here uses them
             "--without-gossip", "--without-mingle",
         ])
+
+    def _trace(self, process: Process, pool: str) -> None:
+        """Tracing, when OTEL_EXPORTER_OTLP_* is set (runtime/tracing.py): in each pool child
+        under prefork, where the tasks run (an export thread does not survive a fork), else in
+        this process; what is buffered is exported when the process stops."""
+        clients = [c for c in [getattr(process.app.guard, "client", None)] if c is not None]
+
+        def configure(**_: Any) -> None:
+            tracing.configure(self.name, process.db.engine, clients)
+
+        if pool == "prefork":
+            worker_process_init.connect(configure, weak=False)
+            worker_process_shutdown.connect(lambda **_: tracing.shutdown(), weak=False)
+        else:
+            configure()
+            worker_shutdown.connect(lambda **_: tracing.shutdown(), weak=False)
 
     def list_dead_letters(self, args: argparse.Namespace) -> None:
         for letter in self.bootstrap().dead_letters.list(include_retried=args.all):
