@@ -14,6 +14,9 @@ class ProcessSettings(BaseSettings):
     database_url: str = "sqlite:///var/process.db"
     # the longest any wait on the database may last (runtime.db.make_engine)
     database_timeout_s: float = 10.0
+    # a worker whose queue holds messages while it has taken none for this long stops, to be
+    # restarted (runtime/watchdog.py)
+    worker_stall_s: float = Field(60.0, validation_alias="WORKER_STALL_S", gt=0)
     # a worker serves its own metrics on this port (runtime/metrics.py); unset: none
     worker_metrics_port: int | None = Field(None, validation_alias="WORKER_METRICS_PORT",
                                             gt=0, lt=65536)
