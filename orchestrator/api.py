@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
 
 from contracts.names import Queue, queue_of
-from orchestrator import catalog, dead_letter_reports, events, orders, saga, steering
+from orchestrator import catalog, dead_letter_reports, events, orders, saga, steering, ui
 from orchestrator.backlog import Backlog
 from orchestrator.bootstrap import Orchestrator, bootstrap
 from orchestrator.front_door import BearerKeys, BodyLimit, short
@@ -46,6 +46,7 @@ from orchestrator.schemas import (
     StepOut,
     ValidationErrorOut,
 )
+from runtime import tracing
 from runtime.db import database_trouble
 
 log = logging.getLogger("saga.api")
@@ -88,7 +89,11 @@ def _errors(*statuses: int, conflict: str | None = None) -> dict[int | str, dict
 
 def factory() -> FastAPI:
     """uvicorn's factory (`orchestrator.api:factory`): each uvicorn process builds its own."""
-    return create_api(bootstrap())
+    orch = bootstrap()
+    tracing.configure("orchestrator-api", orch.db.engine)  # when OTEL_EXPORTER_OTLP_* is set
+    api = create_api(orch)
+    tracing.instrument_api(api)
+    return api
 
 
 def create_api(orch: Orchestrator) -> FastAPI:
@@ -117,6 +122,7 @@ def create_api(orch: Orchestrator) -> FastAPI:
         yield
         # what was handed over is published and marked rather than left to the relay
         orch.publisher.close()
+        tracing.shutdown()
 
     api = FastAPI(title="Order saga", version="0.1.0", lifespan=lifespan,
                   description="Orders go payment → inventory → e-mail; failures are compensated.")
@@ -269,6 +275,7 @@ def create_api(orch: Orchestrator) -> FastAPI:
                                  headers={"Cache-Control": "no-cache"})
 
     def steered(order_id: str, done: steering.Steered, what: str) -> Response:
+        tracing.mark(order_id)
         if done.answer == "unknown":
             raise HTTPException(404, f"no order {order_id}")
         if done.answer == "refused":
@@ -351,6 +358,7 @@ def create_api(orch: Orchestrator) -> FastAPI:
             response.status_code = 503
         return checks
 
+    api.include_router(ui.router(db, orch.publisher))  # the operator's pages, /ui
     return api
 
 
