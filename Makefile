@@ -25,7 +25,8 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
-# What a few tests need from the system (iproute2, iptables): installed as root, else they skip
+# What a few tests need from the system (iproute2, iptables, chromium): installed as root, else
+# they skip
 test-deps:
 	@sh scripts/install-test-deps.sh
 
