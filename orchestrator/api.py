@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_fastapi_instrumentator import Instrumentator
+from prometheus_fastapi_instrumentator import metrics as instrumented
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from sqlalchemy import select, text
@@ -172,9 +173,14 @@ def create_api(orch: Orchestrator) -> FastAPI:
                   for error in exc.errors()]
         return AsciiJSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
-    # each request's latency by route template (the SSE stream's only until its first byte)
-    Instrumentator(excluded_handlers=["/metrics"], should_exclude_streaming_duration=True,
-                   registry=metrics.registry).instrument(api)
+    # each request's latency and count by route template (the SSE stream's only until its
+    # first byte); only these two of the instrumentator's metrics: each costs every request
+    (Instrumentator(excluded_handlers=["/metrics"], should_exclude_streaming_duration=True,
+                    registry=metrics.registry)
+     .add(instrumented.latency(should_include_status=False, registry=metrics.registry,
+                               should_exclude_streaming_duration=True),
+          instrumented.requests(registry=metrics.registry))
+     .instrument(api))
 
     # outermost last: a request without a key is refused before its body is read
     api.add_middleware(BodyLimit, max_bytes=orch.settings.max_body_bytes)
