@@ -91,6 +91,7 @@ def _print_welcome(stack: Stack, var_dir: Path) -> None:
     api = stack.api_url
     say(f"ready: API at {api}")
     say(f"       docs at {api}/docs")
+    say(f"       pages at {api}/ui (orders, each one's timeline, dead letters)")
     if stack.maildir is not None:
         say(f"       mails land as .eml files in {_shown(stack.maildir, var_dir)}/")
     else:

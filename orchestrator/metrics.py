@@ -41,7 +41,8 @@ class SagaMetrics:
 
     def __init__(self, engine: Engine, queue_depths: Callable[[], dict[str, int]]) -> None:
         self.engine, self.lock = engine, threading.Lock()
-        self.registry = CollectorRegistry(auto_describe=True)
+        # not described by collecting: that would read the database when the API is built
+        self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
         self.orders = Counter("saga_orders", "Orders that reached a terminal status (reason: "
                               "the failure's or cancellation's, else empty)",

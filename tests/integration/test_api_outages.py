@@ -91,6 +91,9 @@ def test_a_database_that_is_away_is_a_503(redis_dbs: RedisDbs) -> None:
             health = client.get("/healthz")
             assert health.status_code == 503
             assert health.json()["database"].startswith("unreachable")
+            # a scrape then says so (JSON, a 503) rather than report made-up numbers
+            scrape = client.get("/metrics")
+            assert scrape.status_code == 503 and scrape.json()["error_id"]
 
 
 def test_an_unexpected_error_is_a_json_500_whose_id_is_in_the_log(

@@ -410,6 +410,7 @@ def test_devstack_run_prints_how_to_use_it_and_stops_cleanly_on_a_signal(
             """"payment_token":"tok_visa"}'""")
         banner = "".join(lines)
         assert f"http://127.0.0.1:{port}/docs" in banner
+        assert f"pages at http://127.0.0.1:{port}/ui" in banner
         assert "var/mail/" in banner
         # the API's metrics, and each worker's on a port of its own
         assert f"metrics at http://127.0.0.1:{port}/metrics" in banner

@@ -24,6 +24,8 @@ class ReceivedSpan:
     parent_id: str
     kind: int
     attributes: dict[str, Any] = field(default_factory=dict)
+    start_ns: int = 0
+    end_ns: int = 0
 
 
 def _value(v: AnyValue) -> Any:
@@ -69,7 +71,8 @@ class OtlpReceiver:
                         service=str(resource.get("service.name")), name=span.name,
                         trace_id=span.trace_id.hex(), span_id=span.span_id.hex(),
                         parent_id=span.parent_span_id.hex(), kind=span.kind,
-                        attributes={a.key: _value(a.value) for a in span.attributes}))
+                        attributes={a.key: _value(a.value) for a in span.attributes},
+                        start_ns=span.start_time_unix_nano, end_ns=span.end_time_unix_nano))
         with self.lock:
             self.spans += found
 
