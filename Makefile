@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test test-fast test-deps lint typecheck lint-imports venv clean chaos bench
+.PHONY: run test test-fast test-deps lint typecheck lint-imports venv clean chaos bench screenshots
 
 venv: $(VENV)/.installed
 
@@ -41,6 +41,10 @@ test-fast: venv
 # The saga against bare Celery, in one run: python -m bench --help (e.g. BENCH_ARGS=--quick)
 bench: venv
 	$(PY) -m bench $(BENCH_ARGS)
+
+# docs/ui-*.png: the operator's pages, photographed in chromium on a system of its own
+screenshots: venv test-deps
+	$(PY) scripts/screenshots.py
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
