@@ -11,6 +11,10 @@ GET would first have shown. *That* every order has ended (its e-mail too) is lea
 broker (every queue empty, nothing unacked); then each order is read once through the API
 (GET /orders/{id}), which is what decides its final status and gives its step timeline.
 
+The bench's plain contenders (bench/plain_api.py: the hand-rolled chain, DBOS) are driven the
+same way: the same POSTs, the same watcher on their own `orders` table, the same final GET (their
+orders have no timeline: a terminal status is their end).
+
     python -m bench.load burst --api URL --redis URL --db URL --orders N --concurrency C --out FILE
     python -m bench.load sequential --api URL --redis URL --db URL --orders N --out FILE
     python -m bench.load paced --api URL --redis URL --db URL --rate R --seconds S --out FILE
@@ -36,6 +40,8 @@ from bench import cpu
 LAST_STEP = {"confirmed": "notify.order_confirmed", "failed": "notify.order_failed"}
 QUEUES = ("payment", "inventory", "notify", "saga", "celery")
 CHUNK = 500  # ids per query
+# who is being driven, for the progress lines (--label: the saga, or a plain contender)
+LABEL = ["saga"]
 
 
 def order_body(sku: str) -> dict[str, Any]:
@@ -122,7 +128,7 @@ def wait_idle(client: redis.Redis, timeout: float, every: float = 0.05, what: st
                                f"after {timeout:g} s")
         if what and time.monotonic() - last_report > 2:
             last_report = time.monotonic()
-            print(f"  saga: {what}: {left} message(s) in flight", flush=True)
+            print(f"  {LABEL[0]}: {what}: {left} message(s) in flight", flush=True)
         time.sleep(every)
 
 
@@ -131,15 +137,18 @@ def timestamp(value: str) -> float:
 
 
 def ended(order: dict[str, Any]) -> bool:
-    """Terminal, and its last e-mail step reported: the saga has nothing left to do."""
+    """Terminal, and its last e-mail step reported: the saga has nothing left to do. A plain
+    contender's order (bench/plain_api.py) has no timeline: its last step sets the status."""
     last = LAST_STEP.get(order["status"])
-    return last is not None and any(s["name"] == last and s["status"] == "succeeded"
-                                    for s in order["steps"])
+    if last is None or "steps" not in order:
+        return last is not None
+    return any(s["name"] == last and s["status"] == "succeeded" for s in order["steps"])
 
 
 def summary(order: dict[str, Any], posted: dict[str, Any], confirmed: float | None
             ) -> dict[str, Any]:
-    steps = {s["name"]: timestamp(s["at"]) for s in order["steps"] if s["status"] == "succeeded"}
+    steps = {s["name"]: timestamp(s["at"]) for s in order.get("steps", [])
+             if s["status"] == "succeeded"}
     return {**posted, "status": order["status"], "created": timestamp(order["created_at"]),
             "confirmed": confirmed, "steps": steps}
 
@@ -153,7 +162,7 @@ class Progress:
         now = time.monotonic()
         if self.done == self.total or now - self.last > 2:
             self.last = now
-            print(f"  saga: {self.done}/{self.total} {self.what}", flush=True)
+            print(f"  {LABEL[0]}: {self.done}/{self.total} {self.what}", flush=True)
 
 
 async def post(client: httpx.AsyncClient, body: dict[str, Any], watcher: Watcher
@@ -336,8 +345,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--watch", default="", metavar="NAME=PID,...",
                        help="report the CPU these processes (and this one) use until the "
                             "orders end")
+        p.add_argument("--label", default="saga", help="for the progress lines")
         p.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    LABEL[0] = args.label
     result = uvloop.run(run(args))  # the loop the API runs on too: less CPU per request
     with open(args.out, "w") as out:
         json.dump(result, out)

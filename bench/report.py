@@ -5,12 +5,13 @@
 """
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 
 def _f(value: Any, digits: int = 1) -> str:
-    if value is None:
+    if value is None or value != value:  # nothing, or NaN: a figure that could not be had
         return "–"
     if isinstance(value, float):
         return f"{value:.{digits}f}"
@@ -29,31 +30,84 @@ def machine_line(result: dict[str, Any]) -> str:
             f"{s['broker']}")
 
 
+def contenders(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The plain contenders this run measured: the hand-rolled chain, DBOS with --peers."""
+    found = [("hand-rolled chain", result["handrolled"])] if "handrolled" in result else []
+    dbos = result.get("peers", {}).get("dbos", {})
+    if "orders_per_s" in dbos:
+        found.append(("DBOS workflow", dbos))
+    return found
+
+
 def table(result: dict[str, Any]) -> str:
     bare, saga = result["bare"], result["saga"]
     lat = result["latency_ratio"]
+    others = contenders(result)
+    ratios = result.get("ratios", {})
+    # saga ÷ each contender, then saga ÷ bare: the figure the column is about, or nothing
+    names = {"hand-rolled chain": "handrolled", "DBOS workflow": "dbos"}
+
+    def versus(key: str, bare_value: str = "") -> list[str]:
+        cells = [_f(ratios.get(f"{key}_vs_{names[label]}"), 2) for label, _ in others]
+        return [*(c if c == "–" else f"{c}×" for c in cells), bare_value]
+
+    def row(label: str, bare_cell: str, cell: Callable[[dict[str, Any]], str], saga_cell: str,
+            ratio_cells: list[str]) -> tuple[str, ...]:
+        return (label, bare_cell, *(cell(fig) for _, fig in others), saga_cell, *ratio_cells)
+
+    head = ("", "Celery's floor: bare chain", *(label for label, _ in others), "order saga",
+            *(f"saga ÷ {label.split()[0]}" for label, _ in others), "saga ÷ bare")
+    throughput = [_f(ratios.get(f"throughput_vs_{names[label]}"), 2) for label, _ in others]
     rows = [
-        ("", "bare Celery chain", "order saga", "saga ÷ bare"),
-        ("---", "---:", "---:", "---:"),
-        (f"throughput: burst of {bare['burst']} chains / {saga['burst']} orders",
-         f"{_f(bare['chains_per_s'])} chains/s{_runs(bare)}",
-         f"{_f(saga['orders_per_s'])} orders/s",
-         f"**{_f(result['throughput_ratio'], 2)}**"),
-        ("latency p50, one at a time (ms)", _f(bare["latency_ms"]["p50"]),
-         _f(saga["latency_ms"]["p50"]), f"{_f(lat['p50'])}×"),
-        ("latency p95, one at a time (ms)", _f(bare["latency_ms"]["p95"]),
-         _f(saga["latency_ms"]["p95"]), f"{_f(lat['p95'])}×"),
-        ("latency p99, one at a time (ms)", _f(bare["latency_ms"]["p99"]),
-         _f(saga["latency_ms"]["p99"]), f"{_f(lat['p99'])}×"),
-        (f"under load, {_f(saga['under_load_orders_per_s'])} orders/s paced: "
-         "latency p50 / p95 / p99 (ms)", "", _q(saga["latency_under_load_ms"]), ""),
-        ("under load: the API's own POST p50 / p95 / p99 (ms)", "",
-         _q(saga["post_under_load_ms"]), ""),
-        ("unloaded: the API's own POST p50 / p95 / p99 (ms)", "", _q(saga["post_ms"]), ""),
-        ("in the burst (queueing included): latency p50 / p95 / p99 (ms)",
-         _q(bare["latency_in_burst_ms"]), _q(saga["latency_in_burst_ms"]), ""),
+        head,
+        ("---", *("---:" for _ in head[1:])),
+        row("throughput, burst (chains or orders per s)",
+            f"{_f(bare['chains_per_s'])} ({bare['burst']} chains{_runs(bare, 'chains')})",
+            lambda f: f"{_f(f['orders_per_s'])} ({f['burst']} orders{_runs(f, 'orders')})",
+            f"{_f(saga['orders_per_s'])} ({saga['burst']} orders)",
+            [f"**{c}**" for c in throughput] + [f"**{_f(result['throughput_ratio'], 2)}**"]),
     ]
-    lines = ["| " + " | ".join(row) + " |" for row in rows]
+    def quantile(q: str) -> Callable[[dict[str, Any]], str]:
+        return lambda figures: _f(figures["latency_ms"][q])
+
+    for q in ("p50", "p95", "p99"):
+        rows.append(row(f"POST → confirmed {q}, one at a time (ms)", _f(bare["latency_ms"][q]),
+                        quantile(q), _f(saga["latency_ms"][q]), versus(q, f"{_f(lat[q])}×")))
+    if "email_latency_ms" in saga:
+        rows.append(row("POST → e-mail sent p50 / p95 / p99, one at a time (ms)", "",
+                        lambda f: _q(f["email_latency_ms"]), _q(saga["email_latency_ms"]),
+                        [f"p50 {c}" if c else c for c in versus("email_p50")]))
+    rows += [
+        row("CPU per order, every process (ms)", _f(bare["cpu_ms_per_chain"]["total"]),
+            lambda f: _f(f["cpu_ms_per_order"]["total"]), _f(saga["cpu_ms_per_order"]["total"]),
+            versus("cpu", _f(ratio_of(saga["cpu_ms_per_order"]["total"],
+                                      bare["cpu_ms_per_chain"]["total"]), 2) + "×")),
+        row("Redis commands per order", _f(bare["redis_commands_per_chain"]["total"]),
+            lambda f: _f(f["redis_commands_per_order"]["total"]),
+            _f(saga["redis_commands_per_order"]["total"]),
+            versus("redis", _f(ratio_of(saga["redis_commands_per_order"]["total"],
+                                        bare["redis_commands_per_chain"]["total"]), 2) + "×")),
+        row(f"under load, {_f(saga['under_load_orders_per_s'])} orders/s paced: "
+            "latency p50 / p95 / p99 (ms)", "", lambda f: "", _q(saga["latency_under_load_ms"]),
+            [""] * (len(others) + 1)),
+        row("under load: the API's own POST p50 / p95 / p99 (ms)", "", lambda f: "",
+            _q(saga["post_under_load_ms"]), [""] * (len(others) + 1)),
+        row("unloaded: the API's own POST p50 / p95 / p99 (ms)", "",
+            lambda f: _q(f["post_ms"]), _q(saga["post_ms"]), [""] * (len(others) + 1)),
+        row("in the burst (queueing included): latency p50 / p95 / p99 (ms)",
+            _q(bare["latency_in_burst_ms"]), lambda f: _q(f["latency_in_burst_ms"]),
+            _q(saga["latency_in_burst_ms"]), [""] * (len(others) + 1)),
+    ]
+    lines = ["| " + " | ".join(r) + " |" for r in rows]
+    if others:
+        lines += ["", "POST → confirmed: the saga's order reads `confirmed` once its stock is "
+                      "reserved, before its e-mail; a plain contender's once its last step has "
+                      "sent the e-mail and marked the order. POST → e-mail sent: when the "
+                      "embedded SMTP server stored the confirmation, the same moment for all. "
+                      "A bare chain's latency is its first publish to its last task's end."]
+    skipped = result.get("peers", {}).get("dbos", {}).get("skipped")
+    if skipped:
+        lines += ["", f"DBOS (--peers): {skipped}."]
     scaling = result.get("scaling")
     if scaling:
         per = ", ".join(f"{k} → {_f(v)}" for k, v in scaling["payment"].items())
@@ -75,6 +129,11 @@ def table(result: dict[str, Any]) -> str:
     lines += ["", "Bare workers' RSS (MiB), idle → after: " + ", ".join(
         f"{k} {_f(bare_rss['idle'][k])} → {_f(bare_rss['after'][k])}" for k in bare_rss["idle"])
         + "."]
+    for label, f in others:
+        plain = f["rss_mib"]
+        lines[-1] += (f" The {label}'s (MiB): " + ", ".join(
+            f"{k} {_f(plain['idle'][k])} → {_f(plain['after_load'].get(k))}"
+            for k in plain["idle"] if k != "bench") + ".")
     series = memory["api_series"] if memory else saga["api_rss_series"]
     points = ", ".join(f"{p['orders']:,} → {_f(p['api_rss_mib'])}" for p in series)
     lines += ["", f"API RSS (MiB) by orders served: {points}."]
@@ -82,17 +141,22 @@ def table(result: dict[str, Any]) -> str:
         verdict = "flat" if memory["api_rss_flat"] else "STILL GROWING"
         lines[-1] += (f" Over the second half: {_f(memory['api_growth_second_half_mib'])} MiB: "
                       f"{verdict}.")
-    lines += ["", "CPU per item in the burst (ms): bare chain " + ", ".join(
-        f"{k} {_f(v)}" for k, v in bare["cpu_ms_per_chain"].items())
-        + "; saga order " + ", ".join(f"{k} {_f(v)}" for k, v in saga["cpu_ms_per_order"].items())
-        + " (client: the load driver; bench: the embedded SMTP server)."]
+    def each(figures: dict[str, float]) -> str:
+        return ", ".join(f"{k} {_f(v)}" for k, v in figures.items())
+
     def top(calls: dict[str, float], n: int = 6) -> str:
         return ", ".join(f"{k} {_f(v)}" for k, v in list(calls.items())[:n] if k != "total")
 
+    lines += ["", "CPU per item in the burst (ms): bare chain " + each(bare["cpu_ms_per_chain"])
+              + "".join(f"; {label} {each(f['cpu_ms_per_order'])}" for label, f in others)
+              + "; saga order " + each(saga["cpu_ms_per_order"])
+              + " (client: the load driver; bench: the embedded SMTP server)."]
     lines += ["Redis commands per item: bare chain "
               f"{_f(bare['redis_commands_per_chain']['total'])} "
-              f"({top(bare['redis_commands_per_chain'])}); saga order "
-              f"{_f(saga['redis_commands_per_order']['total'])} "
+              f"({top(bare['redis_commands_per_chain'])})"
+              + "".join(f"; {label} {_f(f['redis_commands_per_order']['total'])}"
+                        f" ({top(f['redis_commands_per_order']) or 'none'})" for label, f in others)
+              + f"; saga order {_f(saga['redis_commands_per_order']['total'])} "
               f"({top(saga['redis_commands_per_order'])})."]
     where = saga.get("where_time_goes_ms")
     if where:
@@ -137,10 +201,12 @@ def draw(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     scaling, memory = result.get("scaling"), result.get("memory")
-    panels = 1 + bool(scaling) + bool(memory)
+    others = contenders(result)
+    panels = 2 + bool(scaling) + bool(memory)
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.2), squeeze=False)
     ax = axes[0][0]
     series = [("bare chain, one at a time", result["bare"]["samples_ms"]),
+              *((f"{label}, one at a time", f["samples_ms"]) for label, f in others),
               ("saga, one at a time", result["saga"]["samples_ms"]),
               (f"saga, under load ({result['saga']['under_load_orders_per_s']:g}/s)",
                result["saga"]["samples_under_load_ms"])]
@@ -154,7 +220,8 @@ def draw(result: dict[str, Any], path: Path) -> None:
     ax.set_title("Latency distribution")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    column = 1
+    cost(axes[0][1], result, others)
+    column = 2
     if scaling:
         ax = axes[0][column]
         column += 1
@@ -180,23 +247,48 @@ def draw(result: dict[str, Any], path: Path) -> None:
         ax.set_title("API memory")
         ax.grid(True, alpha=0.3)
     m = result["machine"]
-    fig.suptitle(f"Order saga vs bare Celery: {m['cpu_count']} cores, "
+    versus = result.get("ratios", {}).get("throughput_vs_handrolled")
+    fig.suptitle(f"Order saga vs a hand-rolled chain and bare Celery: {m['cpu_count']} cores, "
                  f"{result['settings']['database']}, throughput ratio "
-                 f"{result['throughput_ratio']:.2f}", fontsize=11)
+                 + (f"{versus:.2f} to the hand-rolled chain, " if versus is not None else "")
+                 + f"{result['throughput_ratio']:.2f} to the bare chain", fontsize=11)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+def cost(ax: Any, result: dict[str, Any], others: list[tuple[str, dict[str, Any]]]) -> None:
+    """Orders (or chains) per second as bars, each labelled with its CPU per item."""
+    bare, saga = result["bare"], result["saga"]
+    bars = [("bare chain", bare["chains_per_s"], bare["cpu_ms_per_chain"]["total"]),
+            *((label, f["orders_per_s"], f["cpu_ms_per_order"]["total"]) for label, f in others),
+            ("order saga", saga["orders_per_s"], saga["cpu_ms_per_order"]["total"])]
+    names = [name for name, _, _ in bars]
+    rates = [rate or 0.0 for _, rate, _ in bars]
+    drawn = ax.barh(names, rates, color=["grey", *(["tab:blue"] * len(others)), "tab:orange"])
+    for bar, (_, rate, cpu_ms) in zip(drawn, bars, strict=True):
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2,
+                f" {_f(rate)}/s, {_f(cpu_ms)} ms CPU each", va="center", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(rates) * 1.6 if max(rates) > 0 else 1)
+    ax.set_xlabel("burst throughput (orders or chains per s)")
+    ax.set_title("Throughput, and CPU per item (every process)")
+    ax.grid(True, axis="x", alpha=0.3)
+
+
+def ratio_of(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
 def markdown(result: dict[str, Any]) -> str:
     return f"Machine: {machine_line(result)}.\n\n{table(result)}"
 
 
-def _runs(bare: dict[str, Any]) -> str:
-    """The two bare bursts the baseline is the mean of, when there were two."""
-    runs = bare.get("chains_per_s_runs")
-    return f" (mean of {_f(runs[0])} before and {_f(runs[1])} after the saga)" if runs else ""
+def _runs(figures: dict[str, Any], items: str) -> str:
+    """The two bursts a baseline's throughput is the mean of, when there were two."""
+    runs = figures.get(f"{items}_per_s_runs")
+    return f"; mean of {_f(runs[0])} before and {_f(runs[1])} after the saga" if runs else ""
 
 
 if __name__ == "__main__":

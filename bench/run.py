@@ -1,6 +1,7 @@
-"""The benchmark's phases: the bare baseline, the saga (unloaded, under load, memory), and one
-service scaled out. Everything it starts is a child it stops, in every way out (Ctrl-C too)."""
-import io
+"""The benchmark's phases: the bare baseline, the saga (unloaded, under load, memory), the plain
+contenders (the hand-rolled chain; DBOS with --peers), and one service scaled out. Everything it
+starts is a child it stops, in every way out (Ctrl-C too)."""
+import importlib.util
 import json
 import os
 import platform
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from bench import bare, cpu, profile
+from bench import bare, contenders, cpu, mails, profile, targets
+from bench.children import NullOut, wait_workers_ready
 from bench.stats import latency_ms, percentile, rate, ratio
 from devstack.net import free_port
 from devstack.redis_server import EmbeddedRedis
@@ -34,13 +36,6 @@ MIB = 1024 * 1024
 
 def say(message: str) -> None:
     print(message, flush=True)
-
-
-class NullOut(io.TextIOBase):
-    """The supervisor's own lines (migrations, restarts) go to the log files, not the terminal."""
-
-    def write(self, text: str) -> int:
-        return len(text)
 
 
 # -- children of our own: the drivers ------------------------------------------------------------
@@ -97,20 +92,6 @@ def redis_pid(server: EmbeddedRedis) -> int | None:
         return int(server.pid_path.read_text().strip())
     except (OSError, ValueError):
         return None
-
-
-def wait_workers_ready(supervisor: Supervisor, names: Sequence[str], timeout: float = 60) -> None:
-    """Celery prints `<node> ready.` once it consumes; /healthz alone does not say that."""
-    deadline = time.monotonic() + timeout
-    waiting = list(names)
-    while waiting:
-        waiting = [n for n in waiting if " ready." not in supervisor.recent_output(n, lines=200)]
-        if not waiting:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"workers not ready after {timeout:g} s: {waiting}\n"
-                               + "\n".join(supervisor.recent_output(n) for n in waiting))
-        time.sleep(0.1)
 
 
 # -- PostgreSQL, when asked for -----------------------------------------------------------------
@@ -176,7 +157,13 @@ class Bench:
             say(f"bench: its own redis-server at {self.redis.url} (appendonly, like make run); "
                 f"work files in {self.work}")
             result["bare"] = self.run_bare()
+            # the hand-rolled chain's throughput brackets the saga's, as the bare chain's does
+            result["handrolled"] = self.run_plain("handrolled")
             result["saga"], result["memory"] = self.run_saga()
+            if self.o.peers:
+                result["peers"] = {"dbos": self.run_dbos()}
+            if not self.o.quick:  # a quick run's figures mean nothing: it saves the time
+                self.run_plain_again(result["handrolled"])
             self.run_bare_again(result["bare"])
             if not self.o.skip_scaling:
                 result["scaling"] = self.run_scaling()
@@ -184,7 +171,7 @@ class Bench:
             self.close()
         if self.profile is not None:
             result["profile"] = self.profile
-        result.update(compare(result))
+        result.update(targets.compare(result))
         result["took_s"] = round(time.monotonic() - self.started, 1)
         return result
 
@@ -208,7 +195,7 @@ class Bench:
                 "scaling_workers": o.scaling_workers, "scaling_concurrency": o.scaling_concurrency,
                 "gateway_latency_ms": o.gateway_latency_ms, "scaling_seconds": o.scaling_seconds,
                 "memory_orders": 0 if o.skip_memory else o.memory_orders,
-                "memory_rounds": o.memory_rounds}
+                "memory_rounds": o.memory_rounds, "peers": o.peers}
 
     def burst_size(self, given: int | None, warm: float) -> int:
         """As given, else what the warm-up's rate says lasts about --duration seconds."""
@@ -345,11 +332,13 @@ class Bench:
         failed = [x for x in warm + one + burst + paced if x["status"] != "confirmed"]
         if failed:
             raise RuntimeError(f"{len(failed)} order(s) did not confirm, e.g. {failed[0]}")
+        assert stack.maildir is not None  # the bench's stack runs its own SMTP server
         figures = {
             "database": database.lower(),
             "orders_per_s": top,
             "burst": len(burst),
             "latency_ms": latency_ms([x["confirmed"] - x["start"] for x in one]),
+            "email_latency_ms": email_latency_ms(stack.maildir, one),
             "post_ms": latency_ms([x["post_s"] for x in one]),
             "under_load_orders_per_s": paced_rate,
             "latency_under_load_ms": latency_ms([x["confirmed"] - x["start"] for x in paced]),
@@ -413,6 +402,112 @@ class Bench:
             raise RuntimeError(f"{not_confirmed} order(s) of the memory phase did not confirm")
         return {"idle_mib": idle, "after_mib": self.rss(stack), "orders_served": api.orders,
                 "api_series": api.series, **api_growth(api.series)}
+
+    # -- 3. the plain contenders: the hand-rolled chain, and DBOS (--peers) --------------------
+
+    def run_plain(self, kind: str) -> dict[str, Any]:
+        """Measured as the saga is: a warm-up, orders one at a time, a burst with the CPU of every
+        process and the Redis commands; by the same load driver, through HTTP."""
+        o = self.o
+        title = {"handrolled": f"hand-rolled Celery chain: FastAPI + 3 plain tasks on "
+                               f"payment/inventory/notify, 3 workers (--pool {o.pool} "
+                               f"-c {o.worker_concurrency})",
+                 "dbos": f"DBOS: FastAPI + the same 3 steps as one durable workflow, 1 process "
+                         f"(up to {3 * o.worker_concurrency} workflows at once)"}
+        self.phase(f"{title[kind]}, on {'PostgreSQL' if o.postgres else 'SQLite'}, orders "
+                   f"through HTTP")
+        with self.plain(kind, kind, {"handrolled": 4, "dbos": 5}[kind]) as (running, load):
+            # the redis-server too, for DBOS as well: it is the bench's child, and a child not
+            # watched on its own counts as the bench's (bench/cpu.py)
+            watched = {**running.pids(), "redis": redis_pid(self.redis) if self.redis else None,
+                       "bench": os.getpid()}
+            idle = {name: rss_mib(pid) for name, pid in watched.items()}
+            say(f"  warm-up: {o.warmup} orders")
+            warm = load("burst", orders=o.warmup, concurrency=o.concurrency)["orders"]
+            say(f"  one at a time: {o.latency_samples} orders")
+            one = load("sequential", orders=o.latency_samples)["orders"]
+            n = self.burst_size(o.orders, orders_per_s(warm))
+            say(f"  burst: {n} orders from {o.concurrency} concurrent clients")
+            result = load("burst", orders=n, concurrency=o.concurrency,
+                          watch=cpu.watch_option(watched))
+            after = {name: rss_mib(pid) for name, pid in watched.items()}
+        burst = result["orders"]
+        if kind == "dbos":  # it uses no Redis: the server only idled through its phase
+            result["cpu_s"].pop("redis", None)
+            idle.pop("redis", None)
+            after.pop("redis", None)
+        failed = [x for x in warm + one + burst if x["status"] != "confirmed"]
+        if failed:
+            raise RuntimeError(f"{len(failed)} {kind} order(s) did not confirm, e.g. {failed[0]}")
+        figures: dict[str, Any] = {
+            "database": "postgresql" if o.postgres else "sqlite",
+            "confirmed_means": "the confirmation e-mail was sent and the order row then said "
+                               "confirmed (its last step does both)",
+            "orders_per_s": orders_per_s(burst),
+            "burst": len(burst),
+            "latency_ms": latency_ms([x["confirmed"] - x["start"] for x in one]),
+            "email_latency_ms": email_latency_ms(running.maildir, one),
+            "post_ms": latency_ms([x["post_s"] for x in one]),
+            "latency_in_burst_ms": latency_ms([x["confirmed"] - x["start"] for x in burst]),
+            "cpu_ms_per_order": cpu.per_item_ms(result["cpu_s"], len(burst)),
+            "redis_commands_per_order": per_item(result["redis_calls"], len(burst),
+                                                 ignore=("info", "llen", "hlen")),
+            "rss_mib": {"idle": idle, "after_load": after},
+            "samples_ms": [round((x["confirmed"] - x["start"]) * 1000, 3) for x in one],
+        }
+        say(f"  {kind}: {figures['orders_per_s']} orders/s; one at a time p50 "
+            f"{figures['latency_ms']['p50']} ms, p99 {figures['latency_ms']['p99']} ms; CPU "
+            f"{figures['cpu_ms_per_order']['total']} ms per order")
+        return figures
+
+    def run_plain_again(self, first: dict[str, Any]) -> None:
+        """The hand-rolled chain's burst once more, after the saga, as for the bare chain: its
+        throughput is the mean of a burst before the saga and one after it."""
+        self.phase("hand-rolled chain again: its throughput brackets the saga too")
+        with self.plain("handrolled", "handrolled_again", redis_db=6) as (_, load):
+            load("burst", orders=self.o.warmup, concurrency=self.o.concurrency)
+            say(f"  burst: {first['burst']} orders")
+            burst = load("burst", orders=first["burst"], concurrency=self.o.concurrency)["orders"]
+        failed = sum(x["status"] != "confirmed" for x in burst)
+        if failed:
+            raise RuntimeError(f"{failed} hand-rolled order(s) did not confirm")
+        runs = [first["orders_per_s"], orders_per_s(burst)]
+        first["orders_per_s_runs"] = runs
+        first["orders_per_s"] = round(sum(runs) / len(runs), 2)
+        say(f"  handrolled: {runs[1]} orders/s now, {runs[0]} before the saga: "
+            f"{first['orders_per_s']} on average")
+
+    @contextmanager
+    def plain(self, kind: str, label: str, redis_db: int
+              ) -> Iterator[tuple[contenders.Running, Callable[..., Any]]]:
+        """A plain contender running on databases of its own, and its load driver."""
+        work = self.work / label
+        work.mkdir(parents=True, exist_ok=True)
+
+        def database(part: str) -> str:
+            return self.pg.create(f"{label}_{part}") if self.pg else f"sqlite:///{work / part}.db"
+
+        with contenders.running(kind, work, self.base_env(redis_db), database,
+                                {BENCH_SKU: BENCH_STOCK}) as running:
+            def load(command: str, **options: Any) -> Any:
+                return drive("bench.load", command, {
+                    "api": running.api_url, "redis": running.env["REDIS_URL"],
+                    "db": running.orders_url, "sku": BENCH_SKU, "label": kind, **options},
+                    running.env, self.work)
+
+            yield running, load
+
+    def run_dbos(self) -> dict[str, Any]:
+        """The DBOS peer, or why it did not run: its absence or failure ends no bench."""
+        if importlib.util.find_spec("dbos") is None:
+            why = "DBOS is not installed (pip install -r requirements-dev.txt)"
+        else:
+            try:
+                return self.run_plain("dbos")
+            except Exception as error:  # whatever stops a peer is reported, not raised
+                why = f"DBOS did not run: {str(error).splitlines()[0] if str(error) else error!r}"
+        say(f"  --peers: {why}; skipped")
+        return {"skipped": why}
 
     # -- 4. one service scaled out --------------------------------------------------------------
 
@@ -512,6 +607,16 @@ def set_stock(url: str, sku: str, available: int) -> None:
         engine.dispose()
 
 
+def email_latency_ms(maildir: Path, orders: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """POST → the confirmation e-mail at the SMTP server, for each order (bench/mails.py)."""
+    sent = mails.sent_at(maildir, since=min(x["start"] for x in orders))
+    missing = [x["id"] for x in orders if x["id"] not in sent]
+    if missing:
+        raise RuntimeError(f"{len(missing)} order(s) have no e-mail in {maildir}, "
+                           f"e.g. {missing[0]}")
+    return latency_ms([sent[x["id"]] - x["start"] for x in orders])
+
+
 def breakdown(orders: Sequence[dict[str, Any]]) -> dict[str, float]:
     """Medians of each stretch of an unloaded order's life, from its own timestamps."""
     # The e-mail step runs while the saga worker confirms: both follow inventory.reserve.
@@ -544,30 +649,6 @@ def api_growth(series: Sequence[dict[str, Any]]) -> dict[str, Any]:
     # "flat": it grew less than 2 MiB, or 2 % of its size, over the second half
     return {"api_growth_second_half_mib": growth,
             "api_rss_flat": growth <= max(2.0, 0.02 * min(half))}
-
-
-def compare(result: dict[str, Any]) -> dict[str, Any]:
-    bare_, saga = result["bare"], result["saga"]
-    latency = {q: ratio(saga["latency_ms"][q], bare_["latency_ms"][q], 2)
-               for q in ("p50", "p95", "p99")}
-    out: dict[str, Any] = {
-        "throughput_ratio": ratio(saga["orders_per_s"], bare_["chains_per_s"]),
-        "latency_ratio": latency,
-    }
-    targets = {
-        "throughput_ratio >= 0.4": out["throughput_ratio"] >= 0.4,
-        "throughput_ratio >= 0.7 (aim)": out["throughput_ratio"] >= 0.7,
-        "unloaded p50 <= 30 ms": saga["latency_ms"]["p50"] <= 30,
-        "unloaded p99 <= 80 ms": saga["latency_ms"]["p99"] <= 80,
-    }
-    scaling = result.get("scaling")
-    if scaling and scaling["workers_from_to"] == [1, 4]:
-        targets["payment 1 -> 4 workers >= 3x"] = scaling["speedup"] >= 3
-    memory = result.get("memory")
-    if memory and memory.get("api_rss_flat") is not None:
-        targets["API RSS flat"] = memory["api_rss_flat"]
-    out["targets"] = targets
-    return out
 
 
 def machine() -> dict[str, Any]:

@@ -23,7 +23,13 @@ REQUIRED = ["throughput_ratio", "bare.chains_per_s", "saga.orders_per_s",
             "saga.latency_under_load_ms.p99", "saga.post_under_load_ms.p99",
             "saga.cpu_ms_per_order.total", "bare.cpu_ms_per_chain.total",
             "latency_ratio.p50", "scaling.payment", "memory.api_series", "machine.cpu_count",
-            "settings.worker_concurrency"]
+            "settings.worker_concurrency",
+            # the hand-rolled chain, measured like the saga, and the saga against it
+            "handrolled.orders_per_s", "handrolled.cpu_ms_per_order.total",
+            "handrolled.latency_ms.p50", "handrolled.latency_ms.p95", "handrolled.latency_ms.p99",
+            "handrolled.email_latency_ms.p50", "saga.email_latency_ms.p50",
+            "ratios.throughput_vs_handrolled", "ratios.cpu_vs_handrolled",
+            "ratios.p50_vs_handrolled"]
 
 
 def dig(data: Any, path: str) -> Any:
@@ -63,15 +69,20 @@ def test_a_quick_bench_writes_every_figure_and_the_plot(tmp_path: Path) -> None:
     for key in REQUIRED:
         dig(result, key)
     for key in ("throughput_ratio", "bare.chains_per_s", "saga.orders_per_s",
-                "saga.latency_ms.p50", "bare.latency_ms.p99"):
+                "saga.latency_ms.p50", "bare.latency_ms.p99", "handrolled.orders_per_s",
+                "handrolled.latency_ms.p50", "handrolled.cpu_ms_per_order.total",
+                "ratios.throughput_vs_handrolled"):
         assert dig(result, key) > 0, key
+    # its three workers and its API are measured, under the saga's names
+    assert {"api", "payment", "inventory", "notify", "redis"} \
+        <= set(result["handrolled"]["cpu_ms_per_order"])
     before, after = result["bare"]["chains_per_s_runs"]  # the baseline brackets the saga
     assert before > 0 and after > 0
     assert result["bare"]["chains_per_s"] == round((before + after) / 2, 1)
     assert set(result["scaling"]["payment"]) == {"1", "2"}  # workers -> orders/s
     assert all(rate > 0 for rate in result["scaling"]["payment"].values())
     assert (tmp_path / "bench" / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "saga ÷ bare" in output and "wrote " in output
+    assert "saga ÷ bare" in output and "saga ÷ hand-rolled" in output and "wrote " in output
     assert leftovers(mark) == []
 
 
