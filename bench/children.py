@@ -4,8 +4,7 @@ import io
 import time
 from collections.abc import Sequence
 
-import httpx
-
+from devstack.net import wait_ok
 from devstack.supervisor import Supervisor
 
 
@@ -31,18 +30,8 @@ def wait_workers_ready(supervisor: Supervisor, names: Sequence[str], timeout: fl
 
 
 def wait_http(supervisor: Supervisor, url: str, timeout: float = 60) -> None:
-    """Until GET url answers 200 (trust_env=False: no developer's proxy for a loopback URL)."""
-    deadline = time.monotonic() + timeout
-    last = "no answer yet"
-    with httpx.Client(timeout=2.0, trust_env=False) as client:
-        while time.monotonic() < deadline:
-            try:
-                response = client.get(url)
-                if response.status_code == 200:
-                    return
-                last = f"HTTP {response.status_code}"
-            except httpx.HTTPError as error:
-                last = f"{type(error).__name__}: {error}"
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} not ready after {timeout:g} s ({last})\n"
-                       + supervisor.recent_output())
+    """Until GET url answers 200."""
+    try:
+        wait_ok(url, timeout, every=0.1)
+    except TimeoutError as late:
+        raise RuntimeError(f"{late}\n" + supervisor.recent_output()) from late

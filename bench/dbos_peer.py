@@ -16,7 +16,6 @@ import os
 import sqlite3
 import sys
 from collections.abc import Sequence
-from functools import cache
 from typing import Any
 
 from dbos import DBOS, DBOSConfig, SetWorkflowID
@@ -29,14 +28,12 @@ DATABASES = {"orders": "DBOS_ORDERS_URL", "payment": "DBOS_PAYMENT_URL",
              "inventory": "DBOS_INVENTORY_URL"}
 
 
-@cache
 def database(part: str) -> Engine:
-    return effects.engine(os.environ[DATABASES[part]])
+    return effects.engine_from_env(DATABASES[part])
 
 
-@cache
 def mailer() -> effects.Mailer:
-    return effects.Mailer(os.environ["SMTP_HOST"], int(os.environ["SMTP_PORT"]))
+    return effects.mailer_from_env()
 
 
 @DBOS.step()

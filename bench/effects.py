@@ -14,6 +14,7 @@ PostgreSQL, one per service and one for the orders, like the saga's.
 """
 import email.policy
 import json
+import os
 import smtplib
 import threading
 import uuid
@@ -260,3 +261,15 @@ def confirm(orders_db: Engine, mailer: Mailer, order: dict[str, Any]) -> None:
     """The confirmation e-mail, then the order confirmed: its last effect."""
     mailer.send(compose(order))
     set_status(orders_db, order["id"], "confirmed")
+
+
+@cache
+def engine_from_env(variable: str) -> Engine:
+    """The engine of the database a variable names, made on first use: so in the process (or
+    the prefork child) that uses it."""
+    return engine(os.environ[variable])
+
+
+@cache
+def mailer_from_env() -> "Mailer":
+    return Mailer(os.environ["SMTP_HOST"], int(os.environ["SMTP_PORT"]))

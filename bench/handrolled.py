@@ -21,7 +21,6 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from functools import cache
 from typing import Any
 
 from celery import Celery, chain
@@ -48,15 +47,12 @@ app.conf.update(
 )
 
 
-@cache
 def database(part: str) -> Engine:
-    # made on first use, so in the process (or prefork child) that uses it
-    return effects.engine(os.environ[DATABASES[part]])
+    return effects.engine_from_env(DATABASES[part])
 
 
-@cache
 def mailer() -> effects.Mailer:
-    return effects.Mailer(os.environ["SMTP_HOST"], int(os.environ["SMTP_PORT"]))
+    return effects.mailer_from_env()
 
 
 @app.task(name="payment.validate_payment")

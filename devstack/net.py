@@ -1,5 +1,8 @@
 """Tiny socket helpers shared by the embedded servers, the launcher and the tests."""
 import socket
+import time
+
+import httpx
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -27,3 +30,21 @@ def port_is_free(host: str, port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def wait_ok(url: str, timeout: float, every: float = 0.25) -> None:
+    """Until GET url answers 200; TimeoutError saying the last answer after `timeout` s.
+    trust_env=False: a developer's HTTP(S)_PROXY must not intercept a loopback request."""
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    with httpx.Client(timeout=2.0, trust_env=False) as client:
+        while time.monotonic() < deadline:
+            try:
+                response = client.get(url)
+                if response.status_code == 200:
+                    return
+                last = f"HTTP {response.status_code}: {response.text[:200]}"
+            except httpx.HTTPError as error:
+                last = f"{type(error).__name__}: {error}"
+            time.sleep(every)
+    raise TimeoutError(f"{url} not ready after {timeout:g} s (last: {last})")

@@ -6,15 +6,12 @@ real infrastructure.
 """
 import os
 import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
-import httpx
-
 from devstack.hosts import Network
-from devstack.net import port_is_free
+from devstack.net import port_is_free, wait_ok
 from devstack.redis_server import EmbeddedRedis
 from devstack.smtp import MailDropServer
 from devstack.supervisor import Out, Supervisor
@@ -195,22 +192,11 @@ class Stack:
         """Block until GET /healthz answers 200; raise StackNotReady with the children's output."""
         if not self._started:
             raise RuntimeError("call start() first")
-        url = f"{self.api_url}/healthz"
-        deadline = time.monotonic() + timeout
-        last = "no answer yet"
-        # trust_env=False: a developer's HTTP(S)_PROXY must not intercept a loopback request.
-        with httpx.Client(timeout=2.0, trust_env=False) as client:
-            while time.monotonic() < deadline:
-                try:
-                    response = client.get(url)
-                    if response.status_code == 200:
-                        return
-                    last = f"HTTP {response.status_code}: {response.text[:200]}"
-                except httpx.HTTPError as error:
-                    last = f"{type(error).__name__}: {error}"
-                time.sleep(0.25)
-        raise StackNotReady(f"{url} not ready after {timeout:g} s (last: {last}).\n"
-                            f"Recent output of each process:\n{self.supervisor.recent_output()}")
+        try:
+            wait_ok(f"{self.api_url}/healthz", timeout)
+        except TimeoutError as late:
+            raise StackNotReady(f"{late}.\nRecent output of each process:\n"
+                                f"{self.supervisor.recent_output()}") from late
 
     def stop(self) -> None:
         """Children first (they still need the broker to shut down cleanly), then SMTP and Redis."""
