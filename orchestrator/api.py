@@ -18,7 +18,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as instrumented
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.orm import Session
@@ -31,7 +31,7 @@ from orchestrator.backlog import Backlog
 from orchestrator.bootstrap import Orchestrator, bootstrap
 from orchestrator.front_door import BearerKeys, BodyLimit, short
 from orchestrator.metrics import SagaMetrics
-from orchestrator.models import Order, Outbox, SagaEvent
+from orchestrator.models import Order, SagaEvent
 from orchestrator.schemas import (
     NO_CONTROLS,
     CancelIn,
@@ -255,7 +255,7 @@ def create_api(orch: Orchestrator) -> FastAPI:
     @api.get("/orders/{order_id}", response_model=OrderOut, operation_id="getOrder",
              responses=_errors(401, 404, 413, 422, 500, 503))
     def get_order(order_id: str, session: SessionDep) -> Response:
-        found = orders.load(session, order_id) if could_exist(order_id) else None
+        found = orders.load(session, order_id) if orders.could_exist(order_id) else None
         if found is None:
             raise HTTPException(404, f"no order {order_id}")
         return json_response(order_out(*found))
@@ -272,7 +272,7 @@ def create_api(orch: Orchestrator) -> FastAPI:
         """The order's timeline live, as Server-Sent Events (what GET /ui/orders/{id} draws)."""
         # a session of its own, closed before the stream starts: a stream may stay open long
         with db.read_sessions() as session:
-            known = could_exist(order_id) and session.get(Order, order_id) is not None
+            known = orders.could_exist(order_id) and session.get(Order, order_id) is not None
         if not known:
             raise HTTPException(404, f"no order {order_id}")
         after = int(last_event_id) if last_event_id else 0
@@ -289,8 +289,7 @@ def create_api(orch: Orchestrator) -> FastAPI:
         with db.read_sessions() as session:
             found = orders.load(session, order_id)
             assert found is not None  # orders are never deleted
-            for row in session.scalars(select(Outbox).where(Outbox.id.in_(done.owed))):
-                orch.publisher.submit(found[0], row.id, row.task)
+            orch.publisher.submit_rows(session, found[0], done.owed)
         code = 200 if done.answer == "already" and done.status == saga.CANCELLED else 202
         return json_response(order_out(*found), code)
 
@@ -304,7 +303,7 @@ def create_api(orch: Orchestrator) -> FastAPI:
         (a confirmed order too), then the customer gets the cancellation e-mail. 202 while that
         runs (and when asked again meanwhile), 200 once it is cancelled; 409 for an order that
         failed or is failing."""
-        if not could_exist(order_id):
+        if not orders.could_exist(order_id):
             raise HTTPException(404, f"no order {order_id}")
         done = steering.cancel(db.engine, order_id, body.reason if body else None)
         return steered(order_id, done, "only a pending or confirmed order can be cancelled")
@@ -318,7 +317,7 @@ def create_api(orch: Orchestrator) -> FastAPI:
         for (a compensation, an e-mail, the rest of its chain) is sent again, and the flag
         clears when that succeeds (at once when it waits for nothing). 409 for an order that
         needs nothing."""
-        if not could_exist(order_id):
+        if not orders.could_exist(order_id):
             raise HTTPException(404, f"no order {order_id}")
         done = steering.retry(db.engine, order_id)
         return steered(order_id, done, "it does not need attention")
@@ -367,14 +366,6 @@ def create_api(orch: Orchestrator) -> FastAPI:
     api.include_router(ui.router(db, orch.publisher))  # the operator's pages, /ui
     return api
 
-
-def could_exist(order_id: str) -> bool:
-    """Order ids are str(uuid.uuid4()): anything else is not looked up (and a NUL, which
-    PostgreSQL refuses in text, never reaches the database)."""
-    try:
-        return str(uuid.UUID(order_id)) == order_id
-    except ValueError:
-        return False
 
 
 def summary(order: Order) -> dict[str, Any]:

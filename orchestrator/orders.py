@@ -130,3 +130,12 @@ def _decode(cursor: str) -> tuple[datetime, str]:
     if not (dot and micros.isdigit() and len(micros) <= 16):
         raise BadCursor(cursor)
     return EPOCH + int(micros) * MICROSECOND, order_id
+
+
+def could_exist(order_id: str) -> bool:
+    """Order ids are str(uuid.uuid4()): anything else is not looked up (and a NUL, which
+    PostgreSQL refuses in text, never reaches the database)."""
+    try:
+        return str(uuid.UUID(order_id)) == order_id
+    except ValueError:
+        return False

@@ -113,6 +113,11 @@ class Publisher:
         except queue.Full:
             log.warning("publisher backlog full order_id=%s: left to the relay", order.id)
 
+    def submit_rows(self, session: Session, order: Order, outbox_ids: list[int]) -> None:
+        """Hand over the outbox rows a decision about `order` owed (a cancel, a re-drive)."""
+        for row in session.scalars(select(Outbox).where(Outbox.id.in_(outbox_ids))):
+            self.submit(order, row.id, row.task)
+
     def close(self, timeout_s: float = 3.0) -> None:
         """Publish and mark what was handed over, for at most `timeout_s` (at shutdown)."""
         with self.lock:

@@ -7,7 +7,6 @@ these pages read the same tables through the same functions."""
 import hashlib
 import json
 import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,11 +17,10 @@ from urllib.parse import urlencode, urlsplit
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from sqlalchemy import select
 from starlette.staticfiles import StaticFiles
 
 from orchestrator import dead_letter_reports, orders, steering, timeline_view, ui_reads, ui_words
-from orchestrator.models import Order, Outbox, SagaEvent
+from orchestrator.models import Order, SagaEvent
 from orchestrator.outbox import Publisher
 from runtime.db import Database
 
@@ -108,7 +106,7 @@ def router(db: Database, publisher: Publisher) -> APIRouter:
     def order_page(request: Request, order_id: str, fragment: str | None = None,
                    retry: str | None = None) -> HTMLResponse:
         with db.read_sessions() as session:
-            found = orders.load(session, order_id) if could_exist(order_id) else None
+            found = orders.load(session, order_id) if orders.could_exist(order_id) else None
             causes = (ui_reads.attention_causes(session, [order_id])
                       if found is not None and found[0].needs_attention else {})
         if found is None:
@@ -129,7 +127,7 @@ def router(db: Database, publisher: Publisher) -> APIRouter:
         if not same_origin(request.headers):
             return message(request, 403, "Refused",
                            "This form only works from these pages (another site sent it).")
-        if not could_exist(order_id):
+        if not orders.could_exist(order_id):
             return message(request, 404, "No such order", f"There is no order {order_id}.")
         done = steering.retry(db.engine, order_id)
         if done.answer == "unknown":
@@ -138,8 +136,7 @@ def router(db: Database, publisher: Publisher) -> APIRouter:
             with db.read_sessions() as session:
                 order = session.get(Order, order_id)
                 assert order is not None  # orders are never deleted
-                for row in session.scalars(select(Outbox).where(Outbox.id.in_(done.owed))):
-                    publisher.submit(order, row.id, row.task)
+                publisher.submit_rows(session, order, done.owed)
         # after a POST, a GET: a reload does not send the form again
         return RedirectResponse(f"/ui/orders/{order_id}?retry={done.answer}", 303)
 
@@ -172,13 +169,6 @@ def router(db: Database, publisher: Publisher) -> APIRouter:
 
     return pages
 
-
-def could_exist(order_id: str) -> bool:
-    """Order ids are str(uuid.uuid4()): anything else is not looked up."""
-    try:
-        return str(uuid.UUID(order_id)) == order_id
-    except ValueError:
-        return False
 
 
 def same_origin(headers: Mapping[str, str]) -> bool:
