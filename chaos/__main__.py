@@ -17,6 +17,7 @@ import redis
 
 from chaos import client, invariants, plan
 from chaos.faults import Injector, maildir_of
+from contracts.names import Queue
 from devstack import hosts
 from devstack.net import free_port
 from devstack.postgres import PostgresCluster
@@ -196,7 +197,7 @@ def _diagnose(stack: Stack, orders: dict[str, dict[str, Any]], log: Path) -> lis
     lines = [f"{n} x last entry: {entry}" for entry, n in last.most_common(6)]
     try:
         broker = redis.Redis.from_url(stack.env["REDIS_URL"], socket_timeout=2)
-        depths = {q: broker.llen(q) for q in ("saga", "payment", "inventory", "notify")}
+        depths = {q: broker.llen(q) for q in Queue.ALL}
         lines.append(f"queue depths {depths}, unacked {broker.hlen('unacked')}")
     except redis.RedisError as exc:
         lines.append(f"queue depths unknown: {exc}")

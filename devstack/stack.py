@@ -71,7 +71,7 @@ class Stack:
         self.network = network
         # each worker serves its metrics on the next free port from here (WORKER_METRICS_PORT)
         self.metrics_from = metrics_from
-        self.metrics_urls: dict[str, str] = {}
+        self.metrics_ports: dict[str, int] = {}
         self.launchers: dict[str, list[str]] = {}
         if network is not None:
             app = network["app"]
@@ -181,12 +181,17 @@ class Stack:
 
     def _metrics_port(self, name: str) -> int:
         assert self.metrics_from is not None
-        taken = {int(url.rsplit(":", 1)[1].split("/")[0]) for url in self.metrics_urls.values()}
         port = self.metrics_from
-        while port in taken or not port_is_free("127.0.0.1", port):
+        while port in self.metrics_ports.values() or not port_is_free("127.0.0.1", port):
             port += 1
-        self.metrics_urls[name] = f"http://127.0.0.1:{port}/metrics"
+        self.metrics_ports[name] = port
         return port
+
+    @property
+    def metrics_urls(self) -> dict[str, str]:
+        """Each worker's metrics endpoint, by process name (with `metrics_from`)."""
+        return {name: f"http://127.0.0.1:{port}/metrics"
+                for name, port in self.metrics_ports.items()}
 
     def wait_ready(self, timeout: float = 60) -> None:
         """Block until GET /healthz answers 200; raise StackNotReady with the children's output."""

@@ -367,7 +367,6 @@ def create_api(orch: Orchestrator) -> FastAPI:
     return api
 
 
-
 def summary(order: Order) -> dict[str, Any]:
     return {"id": order.id, "status": order.status, "reason": order.reason,
             "needs_attention": order.needs_attention, "customer_email": order.customer_email,
