@@ -30,10 +30,11 @@ def receive(db: Engine, report: Report) -> list[int]:
         pass  # reported twice (two replicas, or a mark that did not stick): kept once already
     if report.order_id is None:
         return []
-    return replies.apply(db, report.order_id, [Event(
-        report.task, saga.DEAD_LETTERED, None, report.dead_letter_id, report.created_at,
-        {"service": report.service, "dead_letter_id": report.dead_letter_id,
-         "error": report.error[:500]})])
+    with db.begin() as conn:
+        return replies.apply(conn, report.order_id, [Event(
+            report.task, saga.DEAD_LETTERED, None, report.dead_letter_id, report.created_at,
+            {"service": report.service, "dead_letter_id": report.dead_letter_id,
+             "error": report.error[:500]})])
 
 
 def page(session: Session, limit: int, before: int | None = None, service: str | None = None,

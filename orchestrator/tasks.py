@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from contracts.messages import DeadLetterReport, StepFailed, StepReply
 from contracts.names import Task
-from orchestrator import dead_letter_reports, outbox, replies, sweeper
+from orchestrator import dead_letter_reports, outbox, replies, reply_reader, sweeper
 from orchestrator.settings import Settings
 from runtime.celery_app import SagaApp
 from runtime.db import Database, database_trouble
@@ -28,8 +28,8 @@ CeleryTask = BaseTask[Any, Any]
 
 
 def register(app: SagaApp, db: Database, settings: Settings) -> None:
-    """The saga worker's entry points (replies, errbacks, dead letter reports), and its
-    recovery beside the consumer."""
+    """The saga worker's entry points (replies, errbacks, dead letter reports), the reader of
+    the replies' stream, and its recovery beside the consumer."""
 
     def apply(task: CeleryTask, payload: Any, schema: type[M],
               apply: Callable[[Engine, M], list[int]]) -> None:
@@ -66,6 +66,7 @@ def register(app: SagaApp, db: Database, settings: Settings) -> None:
         apply(self, payload, DeadLetterReport, dead_letter_reports.receive)
 
     app.steps["worker"].add(recovery_step(app, db, settings))
+    app.steps["worker"].add(reply_reader.reader_step(app, db))
 
 
 def _accept(app: SagaApp, task: str, payload: Any, schema: type[M]) -> M | None:

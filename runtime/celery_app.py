@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery
 
 from contracts.names import Queue, queue_of
-from runtime.guard import Guard, guard_for
+from runtime.guard import Guard, RedisGuard, Unguarded, broker_client
+from runtime.reply_stream import CeleryReplies, Replies, ReplyStream
 from runtime.retries import PATIENT_PUBLISH
 from runtime.transport import transport_for
 
@@ -41,6 +42,7 @@ class SagaApp(Celery):
 
     dead_letters: "DeadLetterSink"
     guard: Guard
+    replies: Replies  # how a step's reply reaches the saga (runtime.reply_stream)
     worker_metrics: "WorkerMetrics | None" = None  # set by its bootstep, in a worker only
 
     def step(self, name: str, **options: Any) -> Callable[[Callable[..., Any]], "SagaStep"]:
@@ -66,7 +68,11 @@ def route_by_namespace(name: str, args: Any, kwargs: Any, options: Any, task: An
 def make_app(main: str, broker_url: str, dead_letters: "DeadLetterSink") -> SagaApp:
     app = SagaApp(main, broker=broker_url, set_as_current=False)
     app.dead_letters = dead_letters
-    app.guard = guard_for(broker_url)
+    if broker_url.startswith(("redis://", "rediss://")):
+        client = broker_client(broker_url)
+        app.guard, app.replies = RedisGuard(client), ReplyStream(client)
+    else:
+        app.guard, app.replies = Unguarded(), CeleryReplies(app)
     if broker_url.startswith("redis://"):
         # junk on a queue is dead-lettered instead of ending the worker (transport.py)
         app.conf.broker_transport = transport_for(dead_letters)

@@ -74,14 +74,19 @@ class Unguarded:
         yield Delivery()
 
 
-class RedisGuard:
-    """The guard kept in the broker's Redis. Building one connects to nothing."""
+def broker_client(url: str) -> redis.Redis:
+    """A client of the broker's Redis for the guard and the replies' stream, waiting out a Redis
+    restart (~15 s) instead of failing the step. Building one connects to nothing."""
+    return redis.Redis.from_url(
+        url, socket_timeout=5, retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=12),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError], decode_responses=True)
 
-    def __init__(self, url: str) -> None:
-        # waits out a Redis restart (~15 s) instead of failing the step it guards
-        self.client: redis.Redis = redis.Redis.from_url(
-            url, socket_timeout=5, retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=12),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError])
+
+class RedisGuard:
+    """The guard kept in the broker's Redis."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
         self.begin = self.client.register_script(_BEGIN)
         self.end = self.client.register_script(_END)
 
@@ -129,10 +134,6 @@ class RedisGuard:
                 log.warning("no lock (redis unreachable) %s", key)
                 return None
         return False
-
-
-def guard_for(broker_url: str) -> Guard:
-    return RedisGuard(broker_url) if broker_url.startswith("redis") else Unguarded()
 
 
 def delivery_key(delivery: str) -> str:

@@ -24,7 +24,7 @@ from contracts.messages import (
     crash_reason,
     order_id_of,
 )
-from contracts.names import Queue, Task
+from runtime import tracing
 from runtime.db import database_trouble
 from runtime.deadletters import DeadLetteringTask
 from runtime.guard import LOCK_WAIT_S, MAX_DELIVERIES, Busy
@@ -194,15 +194,14 @@ class SagaStep(DeadLetteringTask):
         if run.order_id is None:
             return  # nothing the saga could attach it to; the dead letter keeps it
         reply = run.reply(status, reason, detail, raised=raised, earlier=run.earlier)
-        message = reply.model_dump(mode="json")
+        message, trace = reply.model_dump(mode="json"), tracing.carrier()
         # The step's effect is committed: a broker that is away for a moment (a partition, a
         # restart) is waited out here, not turned into a dead letter that flags the order.
         deadline = time.monotonic() + TELL_PATIENCE_S
         attempt = 0
         while True:
             try:
-                self.app.send_task(Task.STEP_RESULT, args=(message,), queue=Queue.SAGA,
-                                   **brief(run.order_id))
+                self.app.replies.send(message, run.order_id, trace)
                 return
             except BROKER_TROUBLE as exc:
                 if time.monotonic() >= deadline:

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import baggage, context, trace
+from opentelemetry import baggage, context, propagate, trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 if TYPE_CHECKING:
@@ -107,5 +107,32 @@ def within_order(order_id: str, trace_parent: str | None) -> Iterator[None]:
     token = context.attach(baggage.set_baggage(ORDER_ID, order_id, ctx))
     try:
         yield
+    finally:
+        context.detach(token)
+
+
+def carrier() -> dict[str, str]:
+    """The current trace context (traceparent, baggage), for a message that Celery's
+    instrumentation does not carry (a reply on the replies' stream); empty when tracing is off."""
+    if not _configured:
+        return {}
+    fields: dict[str, str] = {}
+    propagate.inject(fields)
+    return fields
+
+
+@contextmanager
+def run_span(name: str, order_id: str, fields: dict[str, str]) -> Iterator[None]:
+    """A span for handling one message that came with `fields` (see carrier), as a child of the
+    span that sent it, named like the Celery instrumentation's task runs ("run/<task>")."""
+    if not _configured:
+        yield
+        return
+    ctx = baggage.set_baggage(ORDER_ID, order_id, propagate.extract(fields))
+    token = context.attach(ctx)
+    try:
+        with trace.get_tracer("saga").start_as_current_span(
+                name, kind=trace.SpanKind.CONSUMER, attributes={ORDER_ID: order_id}):
+            yield
     finally:
         context.detach(token)

@@ -1,5 +1,6 @@
 """Each service's tasks in its real worker process, on a real Redis, on SQLite and PostgreSQL:
-the effect lands in the service's own database and the reply reaches the saga's queue."""
+the effect lands in the service's own database and the reply reaches the saga (the replies'
+stream)."""
 import redis
 from sqlalchemy import create_engine, text
 
@@ -30,7 +31,7 @@ def rows(db_url: str, sql: str) -> list:
 
 
 class Saga:
-    """Sends tasks by name, as the orchestrator does, and reads the replies on queue `saga`."""
+    """Sends tasks by name, as the orchestrator does, and reads the replies' stream."""
 
     def __init__(self, env):
         self.app = sender(env["REDIS_URL"])
@@ -93,7 +94,9 @@ def test_the_pivot_tells_the_saga_at_once_and_hands_the_order_on(service_worker,
           saga.app.signature("notify.order_confirmed", queue="notify")).apply_async()
     # no notify worker runs: the saga hears of the reservation from the pivot itself
     assert saga.statuses("t-pivot", 1) == ["succeeded"]
-    [handed_on] = saga.redis.lrange("notify", 0, -1)
+    # the chain's next step is published once the step has returned, just after its reply
+    [handed_on] = wait_for(lambda: saga.redis.lrange("notify", 0, -1), timeout=10,
+                           what="the order handed on to notify")
     assert b"t-pivot" in handed_on
 
 
