@@ -22,6 +22,7 @@ from devstack import hosts
 from devstack.net import free_port
 from devstack.postgres import PostgresCluster
 from devstack.stack import Stack
+from runtime.reply_stream import STREAM as REPLIES
 
 HOSTS = ["broker", "db", "app", "payment", "inventory", "notify"]
 
@@ -197,7 +198,7 @@ def _diagnose(stack: Stack, orders: dict[str, dict[str, Any]], log: Path) -> lis
     lines = [f"{n} x last entry: {entry}" for entry, n in last.most_common(6)]
     try:
         broker = redis.Redis.from_url(stack.env["REDIS_URL"], socket_timeout=2)
-        depths = {q: broker.llen(q) for q in Queue.ALL}
+        depths = {**{q: broker.llen(q) for q in Queue.ALL}, REPLIES: broker.xlen(REPLIES)}
         lines.append(f"queue depths {depths}, unacked {broker.hlen('unacked')}")
     except redis.RedisError as exc:
         lines.append(f"queue depths unknown: {exc}")

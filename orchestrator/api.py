@@ -49,6 +49,7 @@ from orchestrator.schemas import (
 )
 from runtime import tracing
 from runtime.db import database_trouble
+from runtime.reply_stream import STREAM as REPLIES
 
 log = logging.getLogger("saga.api")
 
@@ -112,7 +113,8 @@ def create_api(orch: Orchestrator) -> FastAPI:
             with broker.pipeline(transaction=False) as pipe:
                 for queue in Queue.ALL:
                     pipe.llen(queue)
-                return dict(zip(Queue.ALL, pipe.execute(), strict=True))
+                pipe.xlen(REPLIES)  # the steps' replies not yet applied (runtime/reply_stream)
+                return dict(zip((*Queue.ALL, REPLIES), pipe.execute(), strict=True))
         except redis.RedisError:
             return {}  # the broker away: no sample rather than a wrong one
 

@@ -78,7 +78,7 @@ def test_the_api_and_every_worker_count_what_happened_to_the_orders(system: Stac
     assert grew("saga_step_seconds_count", step="inventory.reserve", outcome="failed") == 1
     assert grew("saga_step_seconds_count", step="notify.order_failed", outcome="succeeded") == 2
     assert {dict(ls)["queue"] for n, ls in after if n == "saga_queue_depth"} == {
-        "saga", "payment", "inventory", "notify"}
+        "saga", "payment", "inventory", "notify", "saga:replies"}
     assert value(after, "saga_orders_needing_attention") == 0
     assert value(after, "saga_outbox_owed") == 0
     assert grew("http_request_duration_seconds_count", handler="/orders", method="POST") == 4
