@@ -25,7 +25,7 @@ log = logging.getLogger("saga.dispatch")
 
 def publish(app: Celery, order: Order, task: str) -> None:
     with tracing.within_order(order.id, order.trace_parent):
-        chain.for_task(app, order, task).apply_async(**FAIL_FAST)
+        chain.for_task(app, order, task)(**FAIL_FAST)
 
 
 def flush(app: Celery, db: Database, outbox_ids: list[int]) -> int:
@@ -46,7 +46,7 @@ def flush(app: Celery, db: Database, outbox_ids: list[int]) -> int:
             order_id, trace_parent = order.id, order.trace_parent
         try:
             with tracing.within_order(order_id, trace_parent):
-                message.apply_async(**FAIL_FAST)
+                message(**FAIL_FAST)
         except Exception as exc:  # the broker is away: the row stays owed
             log.warning("publish failed order_id=%s task=%s: %s: %s (left to the relay)",
                         order.id, task, type(exc).__name__, exc)
