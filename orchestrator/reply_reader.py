@@ -56,6 +56,7 @@ class ReplyReader:
                 failures = 0
             except Exception as exc:
                 failures += 1
+                claim_at = 0.0  # join again first: Redis may have come back empty (NOGROUP)
                 log.warning("replies not read (%s: %s); trying again", type(exc).__name__, exc)
                 stop.wait(backoff_s(0.5, failures, jitter=True))
                 continue
@@ -75,10 +76,11 @@ class ReplyReader:
     def _apply(self, entries: list[Entry], stop: threading.Event) -> list[int] | None:
         """Apply the entries and acknowledge them; the outbox rows they owe. Database trouble
         (or Redis away for the acknowledgement) is retried until `stop` (then None)."""
-        attempt = 0
+        attempt, owed = 0, None
         while True:
             try:
-                owed = self._together(entries)
+                if owed is None:  # once committed, only the acknowledgement is tried again
+                    owed = self._together(entries)
                 self.stream.done([entry_id for entry_id, _ in entries])
                 return owed
             except Exception as exc:

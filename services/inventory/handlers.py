@@ -2,8 +2,8 @@
 import uuid
 from collections import Counter
 
-from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Engine, bindparam, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from contracts.messages import OrderLine, PaymentAuthorized, ReleaseStock, StockReserved
@@ -24,7 +24,11 @@ _TAKE = update(STOCK).where(STOCK.c.sku == bindparam("line_sku"),
 _PUT_BACK = update(STOCK).where(STOCK.c.sku == bindparam("line_sku")) \
     .values(available=STOCK.c.available + bindparam("line_quantity"))
 _LOCK = select(RESERVATIONS).where(RESERVATIONS.c.order_id == bindparam("id")).with_for_update()
-_INSERT = insert(RESERVATIONS)
+# INSERT ... ON CONFLICT DO NOTHING: one statement where a lock, a savepoint and an insert were
+# (RETURNING says whether it inserted: psycopg's rowcount does not)
+_INSERT_NEW = {name: dialect.insert(RESERVATIONS).on_conflict_do_nothing()
+               .returning(RESERVATIONS.c.order_id)
+               for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))}
 _SET = update(RESERVATIONS).where(RESERVATIONS.c.order_id == bindparam("id"))
 _DELETE = delete(RESERVATIONS).where(RESERVATIONS.c.order_id == bindparam("id"))
 
@@ -94,17 +98,12 @@ def release(msg: ReleaseStock, db: Engine) -> StepOutcome:
 
 def _insert(conn: Connection, order_id: str, status: str, reservation_id: str,
             lines: dict[str, int]) -> bool:
-    """False if the order already has a reservation row (or one is committing right now)."""
-    if conn.execute(_LOCK, {"id": order_id}).first() is not None:
-        return False
-    try:
-        with conn.begin_nested():
-            conn.execute(_INSERT, {"order_id": order_id, "status": status, "lines": lines,
-                                   "reservation_id": reservation_id, "created_at": utcnow(),
-                                   "released_at": None})
-    except IntegrityError:
-        return False
-    return True
+    """False if the order already has a reservation row. One that is committing right now:
+    PostgreSQL waits for it and then inserts nothing (SQLite has one writer at a time)."""
+    inserted = conn.execute(_INSERT_NEW[conn.dialect.name], {
+        "order_id": order_id, "status": status, "lines": lines, "reservation_id": reservation_id,
+        "created_at": utcnow(), "released_at": None})
+    return inserted.first() is not None
 
 
 def seed(sessions: "sessionmaker[Session]", stock: dict[str, int] = DEMO_STOCK) -> None:

@@ -71,7 +71,7 @@ def test_releasing_what_was_never_reserved_is_a_no_op(sessions, db):
 def test_concurrent_buyers_never_oversell(sessions, db):
     with ThreadPoolExecutor(max_workers=8) as pool:
         outcomes = list(pool.map(lambda i: handlers.reserve(paid(f"o-{i}", ("LIMITED-1", 1)),
-                                                            sessions), range(30)))
+                                                            db), range(30)))
     assert sum(o.succeeded for o in outcomes) == 10
     assert {o.reason for o in outcomes if not o.succeeded} == {"out_of_stock"}
     assert available(sessions, "LIMITED-1") == 0
