@@ -36,6 +36,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
 from bench import cpu
+from runtime.reply_stream import STREAM as REPLIES
 
 LAST_STEP = {"confirmed": "notify.order_confirmed", "failed": "notify.order_failed"}
 QUEUES = ("payment", "inventory", "notify", "saga", "celery")
@@ -107,11 +108,13 @@ class Watcher:
 
 
 def busy(client: redis.Redis) -> int:
-    """Messages queued or taken but not acked, across the saga's queues."""
+    """Messages queued or taken but not acked, across the saga's queues, and the steps' replies
+    the saga worker has not applied yet (its stream: runtime/reply_stream.py)."""
     pipe = client.pipeline(transaction=False)
     for queue in QUEUES:
         pipe.llen(queue)
     pipe.hlen("unacked")
+    pipe.xlen(REPLIES)
     return int(sum(pipe.execute()))
 
 
@@ -243,12 +246,31 @@ async def posting_clients(api: str, concurrency: int) -> AsyncIterator[list[http
         yield [await stack.enter_async_context(http_client(api, 1)) for _ in range(concurrency)]
 
 
-async def until_seen(watcher: Watcher, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+# An order still pending while the broker has had nothing queued or unacked for this long is
+# lost: no message will move it any more (a plain contender's task that raised, with nothing to
+# retry it). The saga's sweeper would drive one again, but only after its step deadline (120 s).
+LOST_AFTER_S = 15.0
+
+
+async def until_seen(watcher: Watcher, broker: redis.Redis, timeout: float) -> list[str]:
+    """Until no order the watcher follows is pending; returns those that never will be (lost)."""
+    deadline, idle_since = time.monotonic() + timeout, None
     while watcher.pending:
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now > deadline:
             raise RuntimeError(f"{len(watcher.pending)} order(s) still pending after {timeout:g} s")
-        await asyncio.sleep(0.01)
+        if busy(broker):
+            idle_since = None
+        elif idle_since is None:
+            idle_since = now
+        elif now - idle_since > LOST_AFTER_S:
+            lost = sorted(watcher.pending)
+            print(f"  {LABEL[0]}: {len(lost)} order(s) LOST: still pending, nothing in flight for "
+                  f"{LOST_AFTER_S:g} s, e.g. {lost[0]}", flush=True)
+            watcher.pending.clear()
+            return lost
+        await asyncio.sleep(0.01 if idle_since is None else 0.2)
+    return []
 
 
 async def run_burst(args: argparse.Namespace, watcher: Watcher) -> dict[str, Any]:
@@ -259,15 +281,16 @@ async def run_burst(args: argparse.Namespace, watcher: Watcher) -> dict[str, Any
             posting_clients(args.api, args.concurrency) as posters:
         before, calls = cpu.snapshot(watched), cpu.redis_calls(broker)
         posted = await post_many(posters, args.orders, order_body(args.sku), watcher)
-        await until_seen(watcher, args.timeout)
+        lost = await until_seen(watcher, broker, args.timeout)
         looking.cancel()
         # blocking on purpose: nothing else runs in this loop meanwhile
         wait_idle(broker, args.timeout, what="waiting for the orders to end")
         cpu_s = cpu.used(before, cpu.snapshot(watched))
         # the idle checks' own LLEN/HLEN are left out by the caller
         calls_after = cpu.redis_calls(broker)
-        orders = await read_all(client, posted, watcher, args.concurrency, args.timeout)
-    return {"orders": orders, "cpu_s": cpu_s,
+        orders = await read_all(client, [p for p in posted if p["id"] not in lost], watcher,
+                                args.concurrency, args.timeout)
+    return {"orders": orders, "lost": lost, "cpu_s": cpu_s,
             "redis_calls": {k: v - calls.get(k, 0) for k, v in calls_after.items()}}
 
 
@@ -290,31 +313,40 @@ async def run_paced(args: argparse.Namespace, watcher: Watcher) -> dict[str, Any
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one()))
         posted = list(await asyncio.gather(*tasks))
-        await until_seen(watcher, args.timeout)
+        lost = await until_seen(watcher, broker, args.timeout)
         looking.cancel()
         wait_idle(broker, args.timeout, what="waiting for the orders to end")
-        orders = await read_all(client, posted, watcher, args.concurrency, args.timeout)
-    return {"orders": orders, "rate": args.rate}
+        orders = await read_all(client, [p for p in posted if p["id"] not in lost], watcher,
+                                args.concurrency, args.timeout)
+    return {"orders": orders, "lost": lost, "rate": args.rate}
 
 
 async def run_sequential(args: argparse.Namespace, watcher: Watcher) -> dict[str, Any]:
     """One order at a time; the next once the previous one has ended, its e-mail included."""
     broker = redis.Redis.from_url(args.redis)
-    orders = []
+    orders, lost = [], []
     progress = Progress(args.orders, "orders one at a time")
     deadline = time.monotonic() + args.timeout
     async with http_client(args.api, 1) as client:
         for _ in range(args.orders):
             posted = await post(client, order_body(args.sku), watcher)
+            idle_since = None
             while watcher.pending:
                 time.sleep(0.002)
                 watcher.look()
-                if time.monotonic() > deadline:
+                now = time.monotonic()
+                if now > deadline:
                     raise RuntimeError(f"order {posted['id']} still pending")
+                idle_since = None if busy(broker) else idle_since or now
+                if idle_since is not None and now - idle_since > LOST_AFTER_S:
+                    print(f"  {LABEL[0]}: order {posted['id']} LOST", flush=True)
+                    lost.append(posted["id"])
+                    watcher.pending.clear()
             wait_idle(broker, args.timeout, every=0.002)
-            orders += await read_all(client, [posted], watcher, 1, args.timeout)
+            if not lost or lost[-1] != posted["id"]:
+                orders += await read_all(client, [posted], watcher, 1, args.timeout)
             progress.step()
-    return {"orders": orders}
+    return {"orders": orders, "lost": lost}
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

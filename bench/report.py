@@ -87,6 +87,9 @@ def table(result: dict[str, Any]) -> str:
             _f(saga["redis_commands_per_order"]["total"]),
             versus("redis", _f(ratio_of(saga["redis_commands_per_order"]["total"],
                                         bare["redis_commands_per_chain"]["total"]), 2) + "×")),
+        row("orders lost: never ended, nothing left in flight to end them", "",
+            lambda f: str(f.get("orders_lost", "")), str(saga.get("orders_lost", "")),
+            [""] * (len(others) + 1)),
         row(f"under load, {_f(saga['under_load_orders_per_s'])} orders/s paced: "
             "latency p50 / p95 / p99 (ms)", "", lambda f: "", _q(saga["latency_under_load_ms"]),
             [""] * (len(others) + 1)),

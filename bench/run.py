@@ -129,6 +129,8 @@ class Bench:
         self.work = self.out / "work"
         self.redis: EmbeddedRedis | None = None
         self.pg = PgDatabases(options.postgres) if options.postgres else None
+        # each contender's orders that never ended (bench/load.py, LOST_AFTER_S)
+        self.lost: dict[str, list[str]] = {}
         self.started = time.monotonic()
         self.profile: dict[str, Any] | None = None
 
@@ -169,6 +171,10 @@ class Bench:
                 result["scaling"] = self.run_scaling()
         finally:
             self.close()
+        for kind, figures in (*result.get("peers", {}).items(),
+                              *((k, result[k]) for k in ("handrolled", "saga") if k in result)):
+            if isinstance(figures, dict) and "orders_per_s" in figures:
+                figures["orders_lost"] = len(self.lost.get(kind, []))
         if self.profile is not None:
             result["profile"] = self.profile
         result.update(targets.compare(result))
@@ -294,10 +300,12 @@ class Bench:
             stack.stop()
 
     def load(self, stack: Stack, command: str, **options: Any) -> Any:
-        return drive("bench.load", command, {
+        result = drive("bench.load", command, {
             "api": stack.api_url, "redis": stack.env["REDIS_URL"],
             "db": stack.env["ORCHESTRATOR_DATABASE_URL"], "sku": BENCH_SKU, **options},
             stack.env, self.work)
+        self.lost.setdefault("saga", []).extend(result.get("lost", []))
+        return result
 
     def run_saga(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
         o = self.o
@@ -348,7 +356,7 @@ class Bench:
             "where_time_goes_ms": breakdown(one),
             "cpu_ms_per_order": cpu.per_item_ms(result["cpu_s"], len(burst)),
             "redis_commands_per_order": per_item(result["redis_calls"], len(burst),
-                                                 ignore=("info", "llen", "hlen")),
+                                                 ignore=("info", "llen", "hlen", "xlen")),
             "rss_mib": {"idle": idle, "after_load": after_load},
             "api_rss_series": api.series,
             "samples_ms": [round((x["confirmed"] - x["start"]) * 1000, 3) for x in one],
@@ -451,7 +459,7 @@ class Bench:
             "latency_in_burst_ms": latency_ms([x["confirmed"] - x["start"] for x in burst]),
             "cpu_ms_per_order": cpu.per_item_ms(result["cpu_s"], len(burst)),
             "redis_commands_per_order": per_item(result["redis_calls"], len(burst),
-                                                 ignore=("info", "llen", "hlen")),
+                                                 ignore=("info", "llen", "hlen", "xlen")),
             "rss_mib": {"idle": idle, "after_load": after},
             "samples_ms": [round((x["confirmed"] - x["start"]) * 1000, 3) for x in one],
         }
@@ -490,10 +498,12 @@ class Bench:
         with contenders.running(kind, work, self.base_env(redis_db), database,
                                 {BENCH_SKU: BENCH_STOCK}) as running:
             def load(command: str, **options: Any) -> Any:
-                return drive("bench.load", command, {
+                result = drive("bench.load", command, {
                     "api": running.api_url, "redis": running.env["REDIS_URL"],
                     "db": running.orders_url, "sku": BENCH_SKU, "label": kind, **options},
                     running.env, self.work)
+                self.lost.setdefault(kind, []).extend(result.get("lost", []))
+                return result
 
             yield running, load
 
