@@ -1,5 +1,6 @@
 """What guards one delivery of a step, kept in Redis: its delivery count and its per-(order, step)
-lock, taken together in one round trip at the start and dropped together in one at the end.
+lock, taken together in one round trip at the start and dropped together at the end, by a
+thread that pipelines the ends of every delivery that finished meanwhile (Releaser).
 
 - Redis keeps no delivery count: a message that kills its worker every time would come back
   forever. Each delivery counts itself on start and forgets itself on finish, so the count is
@@ -11,6 +12,8 @@ lock, taken together in one round trip at the start and dropped together in one 
 
 Both are hints, never gates: with Redis unreachable a step runs unguarded (and says so)."""
 import logging
+import queue
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -88,7 +91,7 @@ class RedisGuard:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self.begin = self.client.register_script(_BEGIN)
-        self.end = self.client.register_script(_END)
+        self.releases = Releaser(client)
 
     @contextmanager
     def hold(self, delivery: str, order_id: str | None, step: str) -> Iterator[Delivery]:
@@ -114,12 +117,7 @@ class RedisGuard:
                     raise Busy(f"another delivery of {step} for {order_id} is still running")
             yield held
         finally:
-            try:
-                released = self.end(keys, [token])
-                if held.locked and not released:  # the inbox already holds what we did
-                    log.warning("lock lease expired order_id=%s step=%s", order_id, step)
-            except redis.RedisError:  # the count and the lease expire on their own
-                log.warning("could not release the guard of %s", delivery)
+            self.releases.put(Release(keys, token, held.locked, order_id, step))
 
     def _wait_for_lock(self, key: str, token: str) -> bool | None:
         """True once the lock is ours, False if it stayed taken, None if Redis went away."""
@@ -142,3 +140,61 @@ def delivery_key(delivery: str) -> str:
 
 def lock_key(order_id: str, step: str) -> str:
     return f"saga:running:{order_id}:{step}"
+
+
+@dataclass(frozen=True)
+class Release:
+    keys: list[str]
+    token: str
+    locked: bool
+    order_id: str | None
+    step: str
+
+
+class Releaser:
+    """Ends deliveries (forgets their count, releases their lock) from a thread of its own, all
+    that are waiting in one pipelined round trip: a step's reply and the chain's next step go out
+    without waiting on Redis for it. Nothing is lost by the wait of a few milliseconds: the lock
+    only suppresses concurrent runs, and a retry comes back after its countdown. Nothing by a
+    process that dies with releases waiting either: the lease and the count expire on their
+    own, as they do when a step dies mid-run. The thread starts on first use (after a prefork
+    pool has forked)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.end = client.register_script(_END)
+        self.waiting: queue.SimpleQueue[Release] = queue.SimpleQueue()
+        self.thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+
+    def put(self, release: Release) -> None:
+        with self.lock:
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="guard-releaser",
+                                               daemon=True)
+                self.thread.start()
+        self.waiting.put(release)
+
+    def _run(self) -> None:
+        while True:
+            batch = [self.waiting.get()]
+            while len(batch) < 500:
+                try:
+                    batch.append(self.waiting.get_nowait())
+                except queue.Empty:
+                    break
+            self.end_all(batch)
+
+    def end_all(self, batch: list[Release]) -> None:
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for release in batch:
+                    self.end(release.keys, [release.token], client=pipe)
+                released = pipe.execute()
+        except redis.RedisError:  # the counts and the leases expire on their own
+            log.warning("could not release the guard of %d deliveries", len(batch))
+            return
+        for release, was_released in zip(batch, released, strict=True):
+            if release.locked and not was_released:  # the inbox already holds what we did
+                log.warning("lock lease expired order_id=%s step=%s", release.order_id,
+                            release.step)
