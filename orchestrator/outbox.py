@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from orchestrator import chain, saga
 from orchestrator.models import Order, Outbox
 from runtime import tracing
+from runtime.batches import next_batch
 from runtime.db import Database, utcnow
 from runtime.retries import FAIL_FAST
 
@@ -132,12 +133,7 @@ class Publisher:
 
     def _run(self) -> None:
         while True:
-            batch = [self.waiting.get()]
-            while len(batch) < 500:
-                try:
-                    batch.append(self.waiting.get_nowait())
-                except queue.Empty:
-                    break
+            batch = next_batch(self.waiting)
             items = [item for item in batch if item is not None]
             published = {outbox_id: self._publish(order, task)
                          for order, outbox_id, task in items}

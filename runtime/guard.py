@@ -27,6 +27,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from runtime.batches import next_batch
+
 log = logging.getLogger("saga.step")
 
 MAX_DELIVERIES = 5  # past this many deliveries that died mid-run, a message is poison
@@ -177,13 +179,7 @@ class Releaser:
 
     def _run(self) -> None:
         while True:
-            batch = [self.waiting.get()]
-            while len(batch) < 500:
-                try:
-                    batch.append(self.waiting.get_nowait())
-                except queue.Empty:
-                    break
-            self.end_all(batch)
+            self.end_all(next_batch(self.waiting))
 
     def end_all(self, batch: list[Release]) -> None:
         try:
