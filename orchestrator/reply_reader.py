@@ -12,8 +12,6 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from celery import bootsteps
@@ -39,6 +37,7 @@ CLAIM_EVERY_S = 15.0
 class ReplyReader:
     def __init__(self, app: SagaApp, db: Database, stream: ReplyStream, consumer: str) -> None:
         self.app, self.db, self.stream, self.consumer = app, db, stream, consumer
+        self.settled: set[str] = set()  # entries of the batch in hand dead-lettered already
 
     def run(self, stop: threading.Event) -> None:
         """Until `stop`: read, apply, acknowledge, publish. Never raises: trouble with Redis or
@@ -53,6 +52,10 @@ class ReplyReader:
                 # after a restart or a claim: what was read and never acknowledged, one by one
                 entries = self.stream.read(self.consumer, 1 if pending else BATCH, BLOCK_MS,
                                            pending)
+                if pending and not entries:
+                    pending = False
+                elif pending:
+                    entries = self._poison_out(entries)
                 failures = 0
             except Exception as exc:
                 failures += 1
@@ -60,11 +63,8 @@ class ReplyReader:
                 log.warning("replies not read (%s: %s); trying again", type(exc).__name__, exc)
                 stop.wait(backoff_s(0.5, failures, jitter=True))
                 continue
-            if pending and not entries:
-                pending = False
+            if not entries:
                 continue
-            if pending:
-                entries = self._poison_out(entries)
             owed = self._apply(entries, stop)
             if owed is None:
                 return  # stopping: the entries stay pending, read again at the next start
@@ -76,12 +76,13 @@ class ReplyReader:
     def _apply(self, entries: list[Entry], stop: threading.Event) -> list[int] | None:
         """Apply the entries and acknowledge them; the outbox rows they owe. Database trouble
         (or Redis away for the acknowledgement) is retried until `stop` (then None)."""
-        attempt, owed = 0, None
+        attempt, owed, self.settled = 0, None, set()
+        ids = [entry_id for entry_id, _ in entries]
         while True:
             try:
                 if owed is None:  # once committed, only the acknowledgement is tried again
-                    owed = self._together(entries)
-                self.stream.done([entry_id for entry_id, _ in entries])
+                    owed = self._together([e for e in entries if e[0] not in self.settled])
+                self.stream.done(ids)
                 return owed
             except Exception as exc:
                 if stop.is_set():
@@ -90,6 +91,10 @@ class ReplyReader:
                 wait = backoff_s(0.5, attempt, jitter=True)
                 log.warning("%d replies not applied, trying again in %.1fs: %s: %s",
                             len(entries), wait, type(exc).__name__, str(exc).splitlines()[0])
+                try:  # still ours: another saga worker must not claim them as abandoned
+                    self.stream.keep(self.consumer, ids)
+                except Exception:
+                    pass  # Redis away too: they are claimed only after CLAIM_IDLE_S anyway
                 if stop.wait(wait):
                     return None
 
@@ -121,11 +126,14 @@ class ReplyReader:
 
     def _transaction(self, batch: list[tuple[str, StepReply, dict[str, str]]]) -> list[int]:
         owed: list[int] = []
-        timed = _timer(self.app)
+        took: list[float] = []
         with self.db.engine.begin() as conn:
             for _, reply, fields in batch:
-                with tracing.run_span(f"run/{Task.STEP_RESULT}", reply.order_id, fields), timed():
+                with tracing.run_span(f"run/{Task.STEP_RESULT}", reply.order_id, fields):
+                    began = time.monotonic()
                     owed += replies.apply_reply(conn, reply)
+                    took.append(time.monotonic() - began)
+        _count(self.app, took)  # once committed
         return owed
 
     def _parse(self, entry: Entry) -> tuple[str, StepReply, dict[str, str]] | None:
@@ -154,8 +162,9 @@ class ReplyReader:
     def _dead_letter(self, entry_id: str, order_id: str | None, payload: Any,
                      error: str) -> None:
         """Keep it (raises while the database is away: the entry stays to try again), then
-        acknowledge it at once, so that no retry of its batch keeps it twice."""
+        acknowledge it at once, and leave it out of any retry of its batch (kept once)."""
         self.app.dead_letters.store(Task.STEP_RESULT, order_id, payload, error)
+        self.settled.add(entry_id)
         self.stream.done([entry_id])
 
 
@@ -166,20 +175,15 @@ def _json_or_text(raw: str) -> Any:
         return raw
 
 
-def _timer(app: SagaApp) -> Callable[[], AbstractContextManager[None]]:
-    """Each reply counted and timed in the worker's metrics, like a task of the saga worker."""
+def _count(app: SagaApp, took: list[float]) -> None:
+    """Each reply applied, counted and timed in the worker's metrics like a task of the saga
+    worker's."""
     metrics = app.worker_metrics
     if metrics is None:
-        return nullcontext
-
-    @contextmanager
-    def timed() -> Iterator[None]:
-        began = time.monotonic()
+        return
+    for seconds in took:
         metrics.received.labels(Task.STEP_RESULT).inc()
-        yield
-        metrics.task_seconds.labels(Task.STEP_RESULT, "succeeded").observe(
-            time.monotonic() - began)
-    return timed
+        metrics.task_seconds.labels(Task.STEP_RESULT, "succeeded").observe(seconds)
 
 
 def reader_step(app: SagaApp, db: Database) -> type[bootsteps.StartStopStep]:

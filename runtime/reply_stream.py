@@ -73,8 +73,9 @@ class ReplyStream:
         when `pending`, else new ones, waiting up to `block_ms` for the first."""
         answer: Any = self.client.xreadgroup(GROUP, consumer, {STREAM: "0" if pending else ">"},
                                              count=count, block=None if pending else block_ms)
-        return [(entry_id, fields) for _, entries in answer or () for entry_id, fields in entries
-                if fields is not None]  # None: an entry deleted while pending
+        read = [(entry_id, fields) for _, entries in answer or () for entry_id, fields in entries]
+        self.done([entry_id for entry_id, fields in read if not fields])  # deleted meanwhile
+        return [(entry_id, fields) for entry_id, fields in read if fields]
 
     def done(self, entry_ids: Sequence[str]) -> None:
         """Acknowledge the entries (after their commit) and drop them from the stream."""
@@ -83,6 +84,12 @@ class ReplyStream:
                 pipe.xack(STREAM, GROUP, *entry_ids)
                 pipe.xdel(STREAM, *entry_ids)
                 pipe.execute()
+
+    def keep(self, consumer: str, entry_ids: Sequence[str]) -> None:
+        """Say these pending entries are still being worked on (their idle time starts again;
+        their delivery count stays), so that no other consumer claims them."""
+        if entry_ids:
+            self.client.xclaim(STREAM, GROUP, consumer, 0, list(entry_ids), justid=True)
 
     def claim(self, consumer: str, count: int = 500) -> int:
         """Take over entries another consumer read and left pending for CLAIM_IDLE_S (its saga

@@ -163,3 +163,15 @@ def test_what_a_saga_worker_read_before_it_died_is_applied_when_it_starts_and_po
         assert [(task, order) for task, order, _ in kept] == [(Task.STEP_RESULT, order_id)]
         assert "poison" in kept[0][2]
         assert saga.stream.waiting() == 0
+
+
+def test_replies_sent_after_redis_lost_everything_are_applied(redis_db, tmp_path):
+    with saga_worker(redis_db, tmp_path) as (db, order_id, saga):
+        saga.start()
+        saga.reply(StepReply(order_id=order_id, step=Task.AUTHORIZE_PAYMENT, status="succeeded"))
+        wait_for(lambda: events(db, order_id), timeout=60, what="the first reply")
+        saga.redis.flushdb()  # the stream and its consumer group are gone (NOGROUP)
+        saga.reply(StepReply(order_id=order_id, step=Task.RESERVE_STOCK, status="succeeded"))
+        assert wait_for(lambda: len(events(db, order_id)) == 2 and events(db, order_id),
+                        timeout=60, what="the reply after the wipe") == [
+            (Task.AUTHORIZE_PAYMENT, "succeeded"), (Task.RESERVE_STOCK, "succeeded")]
