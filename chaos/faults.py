@@ -6,17 +6,19 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import psutil
 import redis
 from kombu.exceptions import DecodeError
 
 from chaos.plan import QUEUES, SERVICES, Fault
+from contracts.names import Queue
 from devstack.hosts import Network
 from devstack.postgres import PostgresCluster
 from devstack.redis_server import EmbeddedRedis
 from devstack.stack import Stack
+from runtime.reply_stream import STREAM as REPLIES
 from runtime.transport import decode_envelope
 
 
@@ -129,8 +131,17 @@ class Injector:
                 copies.append(json.dumps(payload).encode())
         for raw in copies:
             client.lpush(fault.target, raw)
-        self.duplicates_sent += len(copies)
-        self.say(f"duplicated {len(copies)} message(s) on queue {fault.target}")
+        replies = 0
+        if fault.target == Queue.SAGA:
+            # the steps' replies travel on the replies' stream: the last few again, as a step
+            # that sent its reply twice would
+            for _, fields in cast(list[Any], client.xrevrange(REPLIES, count=5)):
+                client.xadd(REPLIES, fields)
+                replies += 1
+        self.duplicates_sent += len(copies) + replies
+        self.say(f"duplicated {len(copies)} message(s) on queue {fault.target}"
+                 + (f" and {replies} on the replies' stream" if fault.target == Queue.SAGA
+                    else ""))
 
     def junk(self, fault: Fault) -> None:
         client = self._client()
