@@ -102,6 +102,8 @@ class ReplyReader:
         """One transaction for the batch; if it raises other than for database trouble, one per
         reply, dead-lettering the reply that raises on its own."""
         batch = [parsed for entry in entries if (parsed := self._parse(entry)) is not None]
+        if not batch:
+            return []  # all junk, kept as dead letters
         # the orders' rows locked in one order by every batch: two saga workers never deadlock
         batch.sort(key=lambda one: one[1].order_id)
         try:
