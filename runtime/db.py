@@ -1,7 +1,6 @@
 """The one engine helper every process uses: SQLite tuned for many small write transactions,
-PostgreSQL with a pool that checks a connection that idled; timestamps in UTC on both."""
+PostgreSQL with a checked pool; timestamps that come back in UTC on both."""
 import os
-import time
 import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -9,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import DateTime, Engine, TypeDecorator, create_engine, event
-from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,12 +20,9 @@ def make_engine(url: str, timeout_s: float = 10.0) -> Engine:
     packets): past it the caller gets an error (a 503 at the API, a retry in a worker) rather
     than a request or a worker that hangs."""
     if not url.startswith("sqlite"):
-        engine = create_engine(url, pool_size=10, max_overflow=10, pool_timeout=timeout_s,
-                               connect_args=postgres_bounds(timeout_s))
+        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10,
+                               pool_timeout=timeout_s, connect_args=postgres_bounds(timeout_s))
         event.listen(engine, "handle_error", _drop_confused_connections)
-        event.listen(engine, "connect", _fresh)
-        event.listen(engine, "checkin", _fresh)
-        event.listen(engine, "checkout", _check_if_idle)
         return engine
     path = url.split(":///", 1)[-1]
     if path and path != ":memory:":
@@ -54,34 +50,6 @@ def make_engine(url: str, timeout_s: float = 10.0) -> Engine:
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
     return engine
-
-
-# A pooled PostgreSQL connection idle longer than this is checked (SELECT 1) before it is handed
-# out: a restart or a failover may have closed it meanwhile, and a dead one is replaced there
-# instead of failing the caller's transaction. One in steady use is not: pool_pre_ping's check
-# on every checkout was a round trip per transaction, about ten per order. (The saving was within
-# make bench --postgres's noise: 0.54 of the hand-rolled chain against 0.51.) A connection that
-# dies in the second it was idle fails one transaction, retried like any database trouble.
-CHECK_IDLE_S = 1.0
-
-
-def _fresh(_dbapi_conn: Any, record: Any) -> None:
-    record.info["idle_since"] = time.monotonic()
-
-
-def _check_if_idle(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
-    if time.monotonic() - record.info.get("idle_since", 0.0) <= CHECK_IDLE_S:
-        return
-    try:
-        cursor = dbapi_conn.cursor()
-        try:
-            cursor.execute("SELECT 1")
-        finally:
-            cursor.close()
-        dbapi_conn.rollback()  # the check opened a transaction: hand the connection out idle
-    except Exception as exc:
-        # the pool discards this connection and hands out another (up to three tries)
-        raise DisconnectionError(f"pooled connection found dead: {exc}") from exc
 
 
 def _drop_confused_connections(context: Any) -> None:

@@ -10,7 +10,6 @@ an entry read and not acknowledged (the saga worker died, its database was away)
 for that consumer, is read again, and is claimed by another saga worker once idle for
 CLAIM_IDLE_S. Applying a reply twice is harmless (orchestrator/replies.py)."""
 import json
-import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,8 +20,6 @@ from runtime.headers import brief
 
 if TYPE_CHECKING:
     from celery import Celery
-
-log = logging.getLogger("saga.replies")
 
 STREAM = "saga:replies"
 GROUP = "saga"
