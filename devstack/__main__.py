@@ -21,7 +21,7 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="python -m devstack",
         description="Run the order saga locally: an embedded Redis and SMTP server (unless "
-                    "REDIS_URL / SMTP_HOST are set), one SQLite file per service under the var "
+                    "BROKER_URL or REDIS_URL / SMTP_HOST are set), one SQLite file per service under the var "
                     "directory (unless the *_DATABASE_URL variables are set), the API and every "
                     "worker.")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -1,6 +1,6 @@
 """The whole system on one machine: broker, mail, migrations, the API and every worker.
 
-Anything the environment already provides (REDIS_URL, SMTP_HOST, database URLs) is used as is;
+Anything the environment already provides (BROKER_URL or REDIS_URL, SMTP_HOST, database URLs) is used as is;
 only what is missing is started here, so the same launcher works on a bare laptop and against
 real infrastructure.
 """
@@ -19,7 +19,7 @@ from devstack.supervisor import Out, Supervisor
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # The variables of the public interface (docs/interface.md, "Configuration").
-CONFIGURATION = ("REDIS_URL", "SMTP_HOST", "SMTP_PORT", "API_HOST", "API_PORT",
+CONFIGURATION = ("BROKER_URL", "BROKER_SENTINEL_MASTER", "REDIS_URL", "SMTP_HOST", "SMTP_PORT", "API_HOST", "API_PORT",
                  "ORCHESTRATOR_DATABASE_URL", "PAYMENT_DATABASE_URL", "INVENTORY_DATABASE_URL",
                  "NOTIFY_DATABASE_URL")
 
@@ -97,7 +97,7 @@ class Stack:
                                  else self._env.get("API_PORT", "8000"))
         self._env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(self.repo_root), self._env.get("PYTHONPATH")) if p)
-        if "REDIS_URL" not in self._env:
+        if "REDIS_URL" not in self._env and "BROKER_URL" not in self._env:
             # appendonly: SQLite state survives a restart of `make run`, so the queued messages
             # that belong to it must too, or in-flight sagas would hang forever.
             self.redis = EmbeddedRedis(self.var_dir / "redis", appendonly=redis_appendonly) \
@@ -152,6 +152,8 @@ class Stack:
             self.redis.start()
             self._env["REDIS_URL"] = self.redis.url
             say(f"redis: embedded redis-server at {self.redis.url} (data in {self.redis.data_dir})")
+        elif "BROKER_URL" in self._env:
+            say(f"broker: using BROKER_URL={_redact(self._env['BROKER_URL'])}")
         else:
             say(f"redis: using REDIS_URL={_redact(self._env['REDIS_URL'])}")
         if self.smtp is not None:

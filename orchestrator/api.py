@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
-import redis
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
@@ -16,8 +15,6 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as instrumented
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
@@ -102,21 +99,14 @@ def create_api(orch: Orchestrator) -> FastAPI:
     """The API of one orchestrator process, on the parts its composition root built."""
     db = orch.db
     # connects on first use, not here; one try, so /healthz answers within a second or two
-    broker = redis.Redis.from_url(orch.settings.redis_url, socket_timeout=1,
-                                  socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
-
-    backlog = Backlog(orch.settings.redis_url, queue_of(saga.STEPS[0].action),
+    broker = orch.settings.broker.depths()
+    backlog = Backlog(orch.settings.broker.depths(), queue_of(saga.STEPS[0].action),
                       orch.settings.max_queue_depth)
 
     def queue_depths() -> dict[str, int]:
-        try:
-            with broker.pipeline(transaction=False) as pipe:
-                for queue in Queue.ALL:
-                    pipe.llen(queue)
-                pipe.xlen(REPLIES)  # the steps' replies not yet applied (runtime/reply_stream)
-                return dict(zip((*Queue.ALL, REPLIES), pipe.execute(), strict=True))
-        except redis.RedisError:
-            return {}  # the broker away: no sample rather than a wrong one
+        # with the steps' replies not yet applied (runtime/reply_stream), on Redis
+        return broker.depths(Queue.ALL, stream=REPLIES if orch.settings.broker.on_redis
+                             else None)
 
     metrics = SagaMetrics(db.engine, queue_depths)
 

@@ -4,21 +4,17 @@ a request, which must not wait on the broker), so that POST /orders can refuse n
 import logging
 import threading
 import time
-from typing import cast
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from runtime.broker import QueueDepths
 
 log = logging.getLogger("saga.api")
 
 
 class Backlog:
-    def __init__(self, redis_url: str, queue: str, max_depth: int,
+    def __init__(self, depths: QueueDepths, queue: str, max_depth: int,
                  every_s: float = 1.0) -> None:
         self.queue, self.max_depth, self.every_s = queue, max_depth, every_s
-        self.client = redis.Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1,
-                                           retry=Retry(NoBackoff(), 0))
+        self.broker = depths
         self.depth = 0  # the last depth read; 0 while the broker cannot say (the outbox holds)
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
@@ -34,8 +30,6 @@ class Backlog:
 
     def _run(self) -> None:
         while True:
-            try:
-                self.depth = cast(int, self.client.llen(self.queue))  # a sync client's reply
-            except redis.RedisError:
-                self.depth = 0  # the broker away: orders are taken, and wait in the outbox
+            # the broker away (no depth): orders are taken, and wait in the outbox
+            self.depth = self.broker.depth(self.queue) or 0
             time.sleep(self.every_s)

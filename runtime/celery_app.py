@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery
 
 from contracts.names import Queue, queue_of
+from runtime.broker import Broker
 from runtime.guard import Guard, RedisGuard, Unguarded, broker_client
 from runtime.reply_stream import CeleryReplies, Replies, ReplyStream
 from runtime.retries import PATIENT_PUBLISH
@@ -65,17 +66,20 @@ def route_by_namespace(name: str, args: Any, kwargs: Any, options: Any, task: An
         return None
 
 
-def make_app(main: str, broker_url: str, dead_letters: "DeadLetterSink") -> SagaApp:
-    app = SagaApp(main, broker=broker_url, set_as_current=False)
+def make_app(main: str, broker: Broker | str, dead_letters: "DeadLetterSink") -> SagaApp:
+    """The app of one process on `broker` (a URL: a Redis one, or `memory://` for a unit
+    test)."""
+    if isinstance(broker, str):
+        broker = Broker(broker)
+    app = SagaApp(main, broker=broker.url, set_as_current=False)
     app.dead_letters = dead_letters
-    if broker_url.startswith(("redis://", "rediss://")):
-        client = broker_client(broker_url)
+    if broker.on_redis:
+        client = broker_client(broker)
         app.guard, app.replies = RedisGuard(client), ReplyStream(client)
+        # junk on a queue is dead-lettered instead of ending the worker (transport.py)
+        app.conf.broker_transport = transport_for(dead_letters, sentinel=broker.kind == "sentinel")
     else:
         app.guard, app.replies = Unguarded(), CeleryReplies(app)
-    if broker_url.startswith("redis://"):
-        # junk on a queue is dead-lettered instead of ending the worker (transport.py)
-        app.conf.broker_transport = transport_for(dead_letters)
     app.conf.update(
         worker_consumer="runtime.consumer:DeadLetteringConsumer",
         task_publish_retry_policy=PATIENT_PUBLISH,
@@ -88,7 +92,7 @@ def make_app(main: str, broker_url: str, dead_letters: "DeadLetterSink") -> Saga
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S,
-                                  **BROKER_SOCKET_BOUNDS},
+                                  **BROKER_SOCKET_BOUNDS, **broker.transport_options()},
         task_routes=(route_by_namespace,),
         task_create_missing_queues=True,
         task_default_queue=Queue.SAGA if main == "saga" else "celery",

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -28,6 +28,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from runtime.batches import next_batch
+
+if TYPE_CHECKING:
+    from runtime.broker import Broker
 
 log = logging.getLogger("saga.step")
 
@@ -79,11 +82,12 @@ class Unguarded:
         yield Delivery()
 
 
-def broker_client(url: str) -> redis.Redis:
+def broker_client(broker: "Broker") -> redis.Redis:
     """A client of the broker's Redis for the guard and the replies' stream, waiting out a Redis
-    restart (~15 s) instead of failing the step. Building one connects to nothing."""
-    return redis.Redis.from_url(
-        url, socket_timeout=5, retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=12),
+    restart or a Sentinel failover (~15 s) instead of failing the step. Building one connects
+    to nothing."""
+    return broker.redis(
+        socket_timeout=5, retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=12),
         retry_on_error=[RedisConnectionError, RedisTimeoutError], decode_responses=True)
 
 

@@ -28,10 +28,9 @@ def parts(main: str, settings: ProcessSettings,
     serves its metrics when WORKER_METRICS_PORT is set, and stops if its consumer stalls."""
     db = Database.at(settings.database_url, settings.database_timeout_s)
     dead_letters = DeadLetters(db.sessions, dead_letter_model)
-    app = make_app(main, settings.redis_url, dead_letters)
+    app = make_app(main, settings.broker, dead_letters)
     app.steps["worker"].add(reporter_step(main, dead_letters))
-    if settings.redis_url.startswith(("redis://", "rediss://")):
-        app.steps["worker"].add(watchdog_step(settings.redis_url, main, settings.worker_stall_s))
+    app.steps["worker"].add(watchdog_step(settings.broker, main, settings.worker_stall_s))
     if settings.worker_metrics_port is not None:
         app.steps["worker"].add(metrics_step(settings.worker_metrics_port))
     return db, dead_letters, app

@@ -139,11 +139,23 @@ class Channel(redis.Channel):
         time.sleep(0.5)  # not a hot loop on junk alone
 
 
+class SentinelChannel(Channel, redis.SentinelChannel):
+    """The same, on the master the sentinels name (kombu's SentinelChannel finds it)."""
+
+
 class Transport(redis.Transport):
     Channel = Channel
     dead_letters: "DeadLetterSink"
 
 
-def transport_for(dead_letters: "DeadLetterSink") -> type[Transport]:
-    """kombu's Redis transport, dead-lettering junk into this store."""
-    return type("DeadLetteringTransport", (Transport,), {"dead_letters": dead_letters})
+class SentinelTransport(redis.SentinelTransport):
+    Channel = SentinelChannel
+    dead_letters: "DeadLetterSink"
+
+
+def transport_for(dead_letters: "DeadLetterSink",
+                  sentinel: bool = False) -> type[redis.Transport]:
+    """kombu's Redis transport (behind Sentinel: its Sentinel transport), dead-lettering junk
+    into this store."""
+    base = SentinelTransport if sentinel else Transport
+    return type("DeadLetteringTransport", (base,), {"dead_letters": dead_letters})

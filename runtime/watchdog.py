@@ -13,12 +13,14 @@ import os
 import signal
 import threading
 import time
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
-import redis
 from celery import bootsteps
 from celery.signals import task_received
 from celery.worker import state
+
+if TYPE_CHECKING:
+    from runtime.broker import Broker
 
 log = logging.getLogger("saga.watchdog")
 
@@ -45,7 +47,7 @@ class Stall:
         return now - max(self.since, self.last_received)
 
 
-def watchdog_step(broker_url: str, queue: str, stall_s: float = STALL_S,
+def watchdog_step(broker: "Broker", queue: str, stall_s: float = STALL_S,
                   every_s: float = CHECK_EVERY_S) -> type[bootsteps.StartStopStep]:
     """A worker bootstep watching the consumer of `queue` from a thread of the main process."""
     stopping = threading.Event()
@@ -54,17 +56,12 @@ def watchdog_step(broker_url: str, queue: str, stall_s: float = STALL_S,
     def received(**_: Any) -> None:
         stall.last_received = time.monotonic()
 
-    def depth(client: "redis.Redis") -> int | None:
-        try:
-            return cast(int, client.llen(queue))  # a sync client's reply
-        except redis.RedisError:
-            return None  # the broker away: Celery is reconnecting, nothing to judge
-
     def run() -> None:
-        client = redis.Redis.from_url(broker_url, socket_timeout=2, socket_connect_timeout=2)
+        depths = broker.depths()
         while not stopping.wait(every_s):
             holding = len(state.active_requests) + len(state.reserved_requests)
-            waiting = depth(client)
+            # None while the broker is away: Celery is reconnecting, nothing to judge
+            waiting = depths.depth(queue)
             stalled_s = stall.look(waiting, holding, time.monotonic())
             if stalled_s >= stall_s:
                 log.error("consumer stalled: %s messages wait on queue %s and this worker has "
