@@ -16,11 +16,12 @@ from typing import Any
 import redis
 
 from chaos import client, invariants, plan
-from chaos.faults import Injector, maildir_of
+from chaos.faults import Injector, broker_of, maildir_of
 from contracts.names import Queue
 from devstack import hosts
 from devstack.net import free_port
 from devstack.postgres import PostgresCluster
+from devstack.sentinel import SentinelGroup
 from devstack.stack import Stack
 from runtime.reply_stream import STREAM as REPLIES
 
@@ -52,6 +53,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite",
                    help="every service on SQLite files, or on a PostgreSQL cluster of the run's "
                         "own (initdb/pg_ctl; enables the pg_* faults) (default: %(default)s)")
+    p.add_argument("--broker", choices=("redis", "sentinel"), default="redis",
+                   help="redis: one embedded redis-server; sentinel: a master, a replica and "
+                        "three sentinels of the run's own (enables the failover fault) "
+                        "(default: %(default)s)")
     p.add_argument("--hosts", choices=("auto", "on", "off"), default="auto",
                    help="spread the system over hosts (network namespaces: the broker, the "
                         "database, the API with the saga worker, each service), which the "
@@ -91,7 +96,13 @@ def main(argv: list[str] | None = None) -> int:
         kinds -= unavailable
     if args.database != "postgres":
         without(plan.POSTGRES_ONLY, "needs --database postgres")
+    without(set().union(*plan.BROKER_FAULTS.values()) - plan.BROKER_FAULTS[args.broker],
+            f"not on --broker {args.broker}")
     hosts_why = "--hosts off" if args.hosts == "off" else hosts.available()
+    if args.broker == "sentinel" and not hosts_why:
+        hosts_why = "--broker sentinel runs on this machine's loopback"
+        if args.hosts == "on":
+            parser().error(f"--hosts on: {hosts_why}")
     if hosts_why and args.hosts == "on":
         parser().error(f"--hosts on: {hosts_why}")
     if hosts_why:
@@ -100,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         without({"latency"}, netem_why)
     orders, faults = plan.orders(rng, args.orders), plan.faults(rng, args.window, kinds)
     say(f"seed {seed} (replay with --seed {seed} --faults {','.join(sorted(kinds))} "
-        f"--database {args.database} --hosts {'off' if hosts_why else 'on'}); "
+        f"--database {args.database} --broker {args.broker} "
+        f"--hosts {'off' if hosts_why else 'on'}); "
         f"{args.orders} orders over {args.window:.0f}s")
     say("fault schedule:\n    " + "\n    ".join(map(str, faults)))
 
@@ -114,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         network = None if hosts_why else running.enter_context(hosts.Network(HOSTS))
         if network is not None:
             say("hosts: " + ", ".join(f"{h.name} {h.address}" for h in network.hosts.values()))
+        sentinels = None
+        if args.broker == "sentinel":
+            sentinels = running.enter_context(SentinelGroup(args.var_dir / "sentinel"))
+            env.update(BROKER_URL=sentinels.url, BROKER_SENTINEL_MASTER=sentinels.master_name)
+            say(f"redis: behind sentinel, {sentinels.url} (master {sentinels.current_master()})")
         postgres = None
         if args.database == "postgres":
             postgres = running.enter_context(
@@ -129,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                                             network=network))
         stack.wait_ready(90)
         say(f"system up at {stack.api_url} (process output in {log})")
-        injector = Injector(stack, say, postgres)
+        injector = Injector(stack, say, postgres, sentinels)
         started = time.monotonic()
         placing = client.Placing()
         loader = threading.Thread(target=client.place_all,
@@ -163,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         print("BROKEN:\n  " + "\n  ".join(report.broken))
         if diagnosis:
             print("where the stuck orders stopped:\n  " + "\n  ".join(diagnosis))
-        print(f"replay: python -m chaos --seed {seed}")
+        print(f"replay: python -m chaos --seed {seed} --broker {args.broker}")
         return 1
     print(f"chaos: every invariant held (seed {seed})")
     return 0
@@ -197,7 +214,7 @@ def _diagnose(stack: Stack, orders: dict[str, dict[str, Any]], log: Path) -> lis
                    else "(nothing recorded)" for d in stuck)
     lines = [f"{n} x last entry: {entry}" for entry, n in last.most_common(6)]
     try:
-        broker = redis.Redis.from_url(stack.env["REDIS_URL"], socket_timeout=2)
+        broker = broker_of(stack.env).redis(socket_timeout=2)
         depths = {**{q: broker.llen(q) for q in Queue.ALL}, REPLIES: broker.xlen(REPLIES)}
         lines.append(f"queue depths {depths}, unacked {broker.hlen('unacked')}")
     except redis.RedisError as exc:

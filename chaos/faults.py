@@ -17,15 +17,18 @@ from contracts.names import Queue
 from devstack.hosts import Network
 from devstack.postgres import PostgresCluster
 from devstack.redis_server import EmbeddedRedis
+from devstack.sentinel import SentinelGroup
 from devstack.stack import Stack
+from runtime.broker import Broker
 from runtime.reply_stream import STREAM as REPLIES
 from runtime.transport import decode_envelope
 
 
 class Injector:
     def __init__(self, stack: Stack, say: Callable[[str], None],
-                 postgres: PostgresCluster | None = None) -> None:
-        self.stack, self.say, self.postgres = stack, say, postgres
+                 postgres: PostgresCluster | None = None,
+                 sentinels: SentinelGroup | None = None) -> None:
+        self.stack, self.say, self.postgres, self.sentinels = stack, say, postgres, sentinels
         self.junk_sent = 0
         self.junk_wiped = 0  # junk still queued when a redis_wipe lost it with everything else
         self.duplicates_sent = 0
@@ -79,6 +82,25 @@ class Injector:
         broker.pause()
         self.say(f"redis frozen (SIGSTOP) for {fault.duration_s:.0f}s: connections hang")
         self._later(fault.duration_s, broker.resume, "redis resumed (SIGCONT)")
+
+    def failover(self, fault: Fault) -> None:
+        assert self.sentinels is not None, "a failover needs --broker sentinel"
+        group = self.sentinels
+        old = group.current_master()
+        victim = group.kill_master()
+        self.say(f"redis master {old} killed (-9): the sentinels elect its replica")
+
+        def promoted_then_back() -> None:
+            assert old is not None
+            try:
+                new = group.wait_promoted(old)
+                self.say(f"the sentinels promoted {new}")
+            except TimeoutError as exc:
+                self.say(f"no failover: {exc}")
+            time.sleep(fault.duration_s)
+            victim.start()
+            self.say(f"the old master {old} is back, to be made a replica by the sentinels")
+        threading.Thread(target=promoted_then_back, daemon=True).start()
 
     def pg_restart(self, _: Fault) -> None:
         self._postgres().restart("fast")
@@ -179,12 +201,17 @@ class Injector:
     def _client(self) -> redis.Redis:
         for _ in range(20):
             try:
-                client = redis.Redis.from_url(self.stack.env["REDIS_URL"], socket_timeout=5)
+                client = broker_of(self.stack.env).redis(socket_timeout=5)
                 client.ping()
                 return client
             except redis.RedisError:  # refused, or frozen by a redis_pause
                 time.sleep(0.5)
         raise RuntimeError("redis did not come back")
+
+
+def broker_of(env: dict[str, str]) -> Broker:
+    """The broker the system under test runs on, as its processes read it."""
+    return Broker(env.get("BROKER_URL") or env["REDIS_URL"], env.get("BROKER_SENTINEL_MASTER"))
 
 
 def _is_message(raw: bytes) -> bool:

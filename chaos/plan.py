@@ -23,6 +23,8 @@ KINDS = {
     "redis_restart": "restart the broker, its append-only file kept",
     "redis_wipe": "restart the broker with nothing kept: every queued and unacked message lost",
     "redis_pause": "freeze the broker (SIGSTOP) for a while: connections hang, nothing refused",
+    "failover": "kill -9 the Redis master; the sentinels promote its replica; the old master "
+                "comes back a while later as a replica (--broker sentinel)",
     "smtp_outage": "the SMTP server refuses connections for a while",
     "pg_restart": "PostgreSQL fast restart: every session cut (--database postgres)",
     "pg_stop": "PostgreSQL stopped for a few seconds, then started (--database postgres)",
@@ -33,6 +35,11 @@ KINDS = {
 }
 POSTGRES_ONLY = {"pg_restart", "pg_stop"}
 HOSTS_ONLY = {"partition", "lossy", "latency"}
+# what each broker can have done to it (the rest apply to every broker)
+BROKER_FAULTS = {
+    "redis": {"redis_restart", "redis_wipe", "redis_pause", "duplicate", "junk"},
+    "sentinel": {"failover", "duplicate", "junk"},
+}
 SERVICES = ("payment", "inventory", "notify")
 
 
@@ -83,6 +90,8 @@ def faults(rng: random.Random, window_s: float, kinds: set[str]) -> list[Fault]:
             plan += [Fault(at(), kind, queue) for queue in QUEUES]
         elif kind == "smtp_outage":
             plan.append(Fault(at(), kind, duration_s=lasting(3, 8)))
+        elif kind == "failover":
+            plan.append(Fault(at(), kind, duration_s=lasting(5, 10)))
         elif kind == "redis_pause":
             plan.append(Fault(at(), kind, duration_s=lasting(3, 12)))
         elif kind == "pg_stop":

@@ -21,9 +21,9 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="python -m devstack",
         description="Run the order saga locally: an embedded Redis and SMTP server (unless "
-                    "BROKER_URL or REDIS_URL / SMTP_HOST are set), one SQLite file per service under the var "
-                    "directory (unless the *_DATABASE_URL variables are set), the API and every "
-                    "worker.")
+                    "BROKER_URL or REDIS_URL / SMTP_HOST are set), one SQLite file per "
+                    "service under the var directory (unless the *_DATABASE_URL variables are "
+                    "set), the API and every worker.")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser(
         "run", help="start everything and block until Ctrl-C",

@@ -42,10 +42,12 @@ class EmbeddedRedis:
     """One redis-server bound to 127.0.0.1; stop() and start() again keep the same port."""
 
     def __init__(self, data_dir: Path, port: int | None = None, appendonly: bool = False,
-                 host: str = HOST, launcher: Sequence[str] = ()) -> None:
+                 host: str = HOST, launcher: Sequence[str] = (),
+                 args: Sequence[str] = ()) -> None:
         # host and launcher: another host's address, and how to start a process there
-        # (devstack.hosts); by default this machine's loopback
-        self.host, self.launcher = host, list(launcher)
+        # (devstack.hosts); by default this machine's loopback. args: more of redis-server's
+        # options (`--replicaof host port`)
+        self.host, self.launcher, self.args = host, list(launcher), list(args)
         self.data_dir = Path(data_dir).resolve()
         self.appendonly = appendonly
         self._port = port
@@ -80,8 +82,18 @@ class EmbeddedRedis:
         self._refuse_if_dir_in_use()
         if self._port is None:
             self._port = free_port(HOST) if not self.launcher else 6379
-        argv = [
-            *self.launcher, str(redis_server_binary()),
+        with open(self.log_path, "ab") as log:
+            # Own session: Ctrl-C in the terminal must not kill the broker before the workers
+            # using it have been stopped; the parent stops it last.
+            self._proc = subprocess.Popen([*self.launcher, *self._argv()],
+                                          stdin=subprocess.DEVNULL, stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True)
+        self._wait_until_it_answers()
+        return self
+
+    def _argv(self) -> list[str]:
+        return [
+            str(redis_server_binary()),
             "--bind", self.host,
             "--port", str(self._port),
             "--dir", str(self.data_dir),
@@ -91,15 +103,9 @@ class EmbeddedRedis:
             # A broker that silently evicts keys loses tasks; fail writes loudly instead.
             "--maxmemory-policy", "noeviction",
             "--daemonize", "no",
-            "--logfile", "",  # log to stdout, which goes to redis.log below
+            "--logfile", "",  # log to stdout, which goes to redis.log
+            *self.args,
         ]
-        with open(self.log_path, "ab") as log:
-            # Own session: Ctrl-C in the terminal must not kill the broker before the workers
-            # using it have been stopped; the parent stops it last.
-            self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
-        self._wait_until_it_answers()
-        return self
 
     def stop(self, timeout: float = 10.0) -> None:
         proc, self._proc = self._proc, None
@@ -110,6 +116,13 @@ class EmbeddedRedis:
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: the server dies as its machine does, writing nothing more."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
 

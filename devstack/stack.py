@@ -1,8 +1,8 @@
 """The whole system on one machine: broker, mail, migrations, the API and every worker.
 
-Anything the environment already provides (BROKER_URL or REDIS_URL, SMTP_HOST, database URLs) is used as is;
-only what is missing is started here, so the same launcher works on a bare laptop and against
-real infrastructure.
+Anything the environment already provides (BROKER_URL or REDIS_URL, SMTP_HOST, database URLs)
+is used as is; only what is missing is started here, so the same launcher works on a bare laptop
+and against real infrastructure.
 """
 import os
 import sys
@@ -19,7 +19,8 @@ from devstack.supervisor import Out, Supervisor
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # The variables of the public interface (docs/interface.md, "Configuration").
-CONFIGURATION = ("BROKER_URL", "BROKER_SENTINEL_MASTER", "REDIS_URL", "SMTP_HOST", "SMTP_PORT", "API_HOST", "API_PORT",
+CONFIGURATION = ("BROKER_URL", "BROKER_SENTINEL_MASTER", "REDIS_URL", "SMTP_HOST", "SMTP_PORT",
+                 "API_HOST", "API_PORT",
                  "ORCHESTRATOR_DATABASE_URL", "PAYMENT_DATABASE_URL", "INVENTORY_DATABASE_URL",
                  "NOTIFY_DATABASE_URL")
 

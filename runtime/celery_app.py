@@ -12,7 +12,7 @@ from runtime.broker import Broker
 from runtime.guard import Guard, RedisGuard, Unguarded, broker_client
 from runtime.reply_stream import CeleryReplies, Replies, ReplyStream
 from runtime.retries import PATIENT_PUBLISH
-from runtime.transport import transport_for
+from runtime.transport import SagaAMQP, transport_for
 
 if TYPE_CHECKING:
     from runtime.deadletters import DeadLetterSink
@@ -71,7 +71,7 @@ def make_app(main: str, broker: Broker | str, dead_letters: "DeadLetterSink") ->
     test)."""
     if isinstance(broker, str):
         broker = Broker(broker)
-    app = SagaApp(main, broker=broker.url, set_as_current=False)
+    app = SagaApp(main, broker=broker.url, set_as_current=False, amqp=SagaAMQP)
     app.dead_letters = dead_letters
     if broker.on_redis:
         client = broker_client(broker)

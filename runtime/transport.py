@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from queue import Empty
 from typing import TYPE_CHECKING, Any
 
+from celery.app.amqp import AMQP
+from kombu import Connection
 from kombu.exceptions import DecodeError
 from kombu.transport import redis, virtual
 from kombu.utils.encoding import bytes_to_str
@@ -151,6 +153,23 @@ class Transport(redis.Transport):
 class SentinelTransport(redis.SentinelTransport):
     Channel = SentinelChannel
     dead_letters: "DeadLetterSink"
+
+
+class KeptTransportConnection(Connection):
+    """kombu's Connection, except that failing over to another host of the broker URL (a
+    `;`-separated list: Sentinel's URL is one) keeps the transport class it was given. Stock
+    kombu re-reads the transport from the next URL's scheme, so a worker that had failed over ran
+    stock kombu's, and the first junk on its queue ended it ("Unrecoverable error")."""
+
+    def switch(self, conn_str: str) -> None:
+        given: Any = self.transport_cls  # a class of ours, or a name
+        super().switch(conn_str)
+        if not isinstance(given, str):
+            self.transport_cls = given
+
+
+class SagaAMQP(AMQP):
+    Connection = KeptTransportConnection
 
 
 def transport_for(dead_letters: "DeadLetterSink",
