@@ -16,13 +16,14 @@ from typing import Any
 import redis
 
 from chaos import client, invariants, plan
-from chaos.faults import Injector, broker_of, maildir_of
+from chaos.faults import Injector, maildir_of
 from contracts.names import Queue
 from devstack import hosts
 from devstack.net import free_port
 from devstack.postgres import PostgresCluster
 from devstack.sentinel import SentinelGroup
 from devstack.stack import Stack
+from runtime.broker import Broker
 from runtime.reply_stream import STREAM as REPLIES
 
 HOSTS = ["broker", "db", "app", "payment", "inventory", "notify"]
@@ -214,7 +215,7 @@ def _diagnose(stack: Stack, orders: dict[str, dict[str, Any]], log: Path) -> lis
                    else "(nothing recorded)" for d in stuck)
     lines = [f"{n} x last entry: {entry}" for entry, n in last.most_common(6)]
     try:
-        broker = broker_of(stack.env).redis(socket_timeout=2)
+        broker = Broker.of(stack.env).redis(socket_timeout=2)
         depths = {**{q: broker.llen(q) for q in Queue.ALL}, REPLIES: broker.xlen(REPLIES)}
         lines.append(f"queue depths {depths}, unacked {broker.hlen('unacked')}")
     except redis.RedisError as exc:

@@ -201,17 +201,12 @@ class Injector:
     def _client(self) -> redis.Redis:
         for _ in range(20):
             try:
-                client = broker_of(self.stack.env).redis(socket_timeout=5)
+                client = Broker.of(self.stack.env).redis(socket_timeout=5)
                 client.ping()
                 return client
             except redis.RedisError:  # refused, or frozen by a redis_pause
                 time.sleep(0.5)
         raise RuntimeError("redis did not come back")
-
-
-def broker_of(env: dict[str, str]) -> Broker:
-    """The broker the system under test runs on, as its processes read it."""
-    return Broker(env.get("BROKER_URL") or env["REDIS_URL"], env.get("BROKER_SENTINEL_MASTER"))
 
 
 def _is_message(raw: bytes) -> bool:

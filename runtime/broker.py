@@ -5,7 +5,7 @@ reach the broker's Redis (the guard and the replies' stream live there), how Cel
 is told, and how deep a queue is."""
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 from urllib.parse import unquote, urlsplit
@@ -25,6 +25,13 @@ SENTINEL_PORT = 26379
 class Broker:
     url: str
     sentinel_master: str | None = None
+
+    @classmethod
+    def of(cls, env: Mapping[str, str]) -> "Broker":
+        """The broker named by a process's environment (for tools that start processes: the
+        same variables, read the same way as ProcessSettings reads them)."""
+        return cls(env.get("BROKER_URL") or env.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
+                   env.get("BROKER_SENTINEL_MASTER") or None)
 
     def __post_init__(self) -> None:
         if self.kind == "sentinel" and not self.sentinel_master:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery
 
 from contracts.names import Queue, queue_of
+from runtime import rabbitmq
 from runtime.broker import Broker
 from runtime.guard import Guard, RedisGuard, Unguarded, broker_client
 from runtime.reply_stream import CeleryReplies, Replies, ReplyStream
@@ -45,6 +46,14 @@ class SagaApp(Celery):
     guard: Guard
     replies: Replies  # how a step's reply reaches the saga (runtime.reply_stream)
     worker_metrics: "WorkerMetrics | None" = None  # set by its bootstep, in a worker only
+    # on RabbitMQ: what cannot be run goes to its dead-letter exchange (runtime.rabbitmq), and a
+    # countdown is in whole seconds
+    dead_letter_exchange = False
+
+    def send_task(self, *args: Any, **options: Any) -> Any:
+        if self.dead_letter_exchange and options.get("countdown"):
+            options["countdown"] = rabbitmq.whole_seconds(options["countdown"])
+        return super().send_task(*args, **options)
 
     def step(self, name: str, **options: Any) -> Callable[[Callable[..., Any]], "SagaStep"]:
         """Declare a saga step of this app, and of this app only (Celery would otherwise add
@@ -101,6 +110,9 @@ def make_app(main: str, broker: Broker | str, dead_letters: "DeadLetterSink") ->
         worker_hijack_root_logger=False,
         enable_utc=True,
     )
+    if broker.kind == "amqp":
+        app.conf.update(rabbitmq.settings())
+        app.dead_letter_exchange = True
     return app
 
 

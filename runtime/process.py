@@ -5,6 +5,7 @@ from runtime.celery_app import SagaApp, make_app
 from runtime.db import Database
 from runtime.deadletters import DeadLetterMixin, DeadLetters
 from runtime.metrics import metrics_step
+from runtime.rabbitmq import drain_step
 from runtime.reporting import reporter_step
 from runtime.settings import ProcessSettings
 from runtime.watchdog import watchdog_step
@@ -31,6 +32,8 @@ def parts(main: str, settings: ProcessSettings,
     app = make_app(main, settings.broker, dead_letters)
     app.steps["worker"].add(reporter_step(main, dead_letters))
     app.steps["worker"].add(watchdog_step(settings.broker, main, settings.worker_stall_s))
+    if app.dead_letter_exchange:
+        app.steps["worker"].add(drain_step(main, dead_letters))
     if settings.worker_metrics_port is not None:
         app.steps["worker"].add(metrics_step(settings.worker_metrics_port))
     return db, dead_letters, app

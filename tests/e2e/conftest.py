@@ -7,6 +7,7 @@ import pytest
 
 from devstack.smtp import MailDropServer
 from devstack.stack import Stack
+from tests.support.brokers import broker_env
 from tests.support.redis_dbs import RedisDbs
 
 
@@ -17,12 +18,15 @@ def mail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailDropServer]:
 
 
 @pytest.fixture(scope="session")
-def system(tmp_path_factory: pytest.TempPathFactory, redis_dbs: RedisDbs, mail: MailDropServer,
+def system(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+           redis_dbs: RedisDbs, mail: MailDropServer,
            free_port: Callable[[], int]) -> Iterator[Stack]:
-    var = tmp_path_factory.mktemp("e2e-var")
-    with redis_dbs.lend() as redis_url:
+    """On Redis; a test marked `on_every_broker` (tests/support/brokers.py) runs on each."""
+    kind = getattr(request, "param", "redis")
+    var = tmp_path_factory.mktemp(f"e2e-var-{kind}")
+    with broker_env(kind, redis_dbs, tmp_path_factory.mktemp(f"e2e-{kind}")) as broker:
         env = {
-            "REDIS_URL": redis_url,
+            **broker,
             "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(mail.port),
             # fast backoff so retries finish within a test, same code paths as production
             "PAYMENT_RETRY_BACKOFF_S": "0.05", "GATEWAY_TIMEOUT_MS": "20",
@@ -39,3 +43,15 @@ def system(tmp_path_factory: pytest.TempPathFactory, redis_dbs: RedisDbs, mail: 
 def api(system: Stack) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=system.api_url, timeout=30) as client:
         yield client
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # A test not marked `on_every_broker` runs on Redis, sharing the one Redis system with the
+    # marked tests' Redis run (an unparametrized `system` would be a second, separate system).
+    # (a module whose own `system` has params of its own is left alone)
+    marked = any("system" in str(mark.args[0])
+                 for mark in metafunc.definition.iter_markers("parametrize"))
+    definitions = metafunc._arg2fixturedefs.get("system") or ()
+    ours = bool(definitions) and definitions[-1].func is system.__wrapped__  # type: ignore[attr-defined]
+    if ours and not marked:
+        metafunc.parametrize("system", ["redis"], indirect=True)

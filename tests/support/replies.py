@@ -2,6 +2,7 @@
 import json
 from typing import Any
 
+from runtime.broker import Broker
 from runtime.celery_app import SagaApp, make_app
 from runtime.deadletters import LoggedOnly
 from runtime.reply_stream import STREAM
@@ -18,6 +19,6 @@ def saga_replies(client: Any,
     return into
 
 
-def sender(broker_url: str) -> SagaApp:
+def sender(broker: str | Broker) -> SagaApp:
     """A Celery app that only publishes, routed and configured like ours."""
-    return make_app("test-sender", broker_url, LoggedOnly())
+    return make_app("test-sender", broker, LoggedOnly())
