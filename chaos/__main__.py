@@ -16,11 +16,12 @@ from typing import Any
 import redis
 
 from chaos import client, invariants, plan
-from chaos.faults import Injector, maildir_of
+from chaos.faults import Injector, amqp_tap, maildir_of
 from contracts.names import Queue
 from devstack import hosts
 from devstack.net import free_port
 from devstack.postgres import PostgresCluster
+from devstack.rabbitmq import RabbitNode
 from devstack.sentinel import SentinelGroup
 from devstack.stack import Stack
 from runtime.broker import Broker
@@ -54,10 +55,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite",
                    help="every service on SQLite files, or on a PostgreSQL cluster of the run's "
                         "own (initdb/pg_ctl; enables the pg_* faults) (default: %(default)s)")
-    p.add_argument("--broker", choices=("redis", "sentinel"), default="redis",
+    p.add_argument("--broker", choices=("redis", "sentinel", "rabbitmq"), default="redis",
                    help="redis: one embedded redis-server; sentinel: a master, a replica and "
-                        "three sentinels of the run's own (enables the failover fault) "
-                        "(default: %(default)s)")
+                        "three sentinels of the run's own (enables the failover fault); "
+                        "rabbitmq: a RabbitMQ node of the run's own (rabbitmq-server, as root; "
+                        "enables rabbitmq_restart) (default: %(default)s)")
     p.add_argument("--hosts", choices=("auto", "on", "off"), default="auto",
                    help="spread the system over hosts (network namespaces: the broker, the "
                         "database, the API with the saga worker, each service), which the "
@@ -100,8 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     without(set().union(*plan.BROKER_FAULTS.values()) - plan.BROKER_FAULTS[args.broker],
             f"not on --broker {args.broker}")
     hosts_why = "--hosts off" if args.hosts == "off" else hosts.available()
-    if args.broker == "sentinel" and not hosts_why:
-        hosts_why = "--broker sentinel runs on this machine's loopback"
+    if args.broker == "rabbitmq" and (rabbit_why := RabbitNode.unavailable()):
+        parser().error(f"--broker rabbitmq: {rabbit_why}")
+    if args.broker != "redis" and not hosts_why:
+        hosts_why = f"--broker {args.broker} runs on this machine's loopback"
         if args.hosts == "on":
             parser().error(f"--hosts on: {hosts_why}")
     if hosts_why and args.hosts == "on":
@@ -132,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
             sentinels = running.enter_context(SentinelGroup(args.var_dir / "sentinel"))
             env.update(BROKER_URL=sentinels.url, BROKER_SENTINEL_MASTER=sentinels.master_name)
             say(f"redis: behind sentinel, {sentinels.url} (master {sentinels.current_master()})")
+        rabbit = None
+        if args.broker == "rabbitmq":
+            rabbit = running.enter_context(RabbitNode(args.var_dir / "rabbitmq"))
+            env.update(BROKER_URL=rabbit.url)
+            say(f"rabbitmq: a node of this run's own, {rabbit.name} on port {rabbit.port}")
         postgres = None
         if args.database == "postgres":
             postgres = running.enter_context(
@@ -147,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
                                             network=network))
         stack.wait_ready(90)
         say(f"system up at {stack.api_url} (process output in {log})")
-        injector = Injector(stack, say, postgres, sentinels)
+        if rabbit is not None:
+            amqp_tap(rabbit.url)
+        injector = Injector(stack, say, postgres, sentinels, rabbit)
         started = time.monotonic()
         placing = client.Placing()
         loader = threading.Thread(target=client.place_all,
@@ -214,12 +225,14 @@ def _diagnose(stack: Stack, orders: dict[str, dict[str, Any]], log: Path) -> lis
     last = Counter(f"{d['steps'][-1]['name']} {d['steps'][-1]['status']}" if d["steps"]
                    else "(nothing recorded)" for d in stuck)
     lines = [f"{n} x last entry: {entry}" for entry, n in last.most_common(6)]
-    try:
-        broker = Broker.of(stack.env).redis(socket_timeout=2)
-        depths = {**{q: broker.llen(q) for q in Queue.ALL}, REPLIES: broker.xlen(REPLIES)}
-        lines.append(f"queue depths {depths}, unacked {broker.hlen('unacked')}")
-    except redis.RedisError as exc:
-        lines.append(f"queue depths unknown: {exc}")
+    broker = Broker.of(stack.env)
+    depths = broker.depths().depths(Queue.ALL, stream=REPLIES if broker.on_redis else None)
+    lines.append(f"queue depths {depths or 'unknown (the broker did not answer)'}")
+    if broker.on_redis:
+        try:
+            lines.append(f"unacked {broker.redis(socket_timeout=2).hlen('unacked')}")
+        except redis.RedisError as exc:
+            lines.append(f"unacked unknown: {exc}")
     warnings = [line.rstrip()[:200] for line in log.read_text(errors="replace").splitlines()
                 if " WARNING" in line or " ERROR" in line or "Traceback" in line]
     lines += ["log: " + line for line in warnings[-12:]]

@@ -4,31 +4,40 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import psutil
 import redis
+from kombu import Connection
+from kombu import Queue as KombuQueue
 from kombu.exceptions import DecodeError
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from chaos.plan import QUEUES, SERVICES, Fault
 from contracts.names import Queue
 from devstack.hosts import Network
 from devstack.postgres import PostgresCluster
+from devstack.rabbitmq import RabbitNode
 from devstack.redis_server import EmbeddedRedis
 from devstack.sentinel import SentinelGroup
 from devstack.stack import Stack
 from runtime.broker import Broker
+from runtime.rabbitmq import TASKS
 from runtime.reply_stream import STREAM as REPLIES
 from runtime.transport import decode_envelope
+
+T = TypeVar("T")
 
 
 class Injector:
     def __init__(self, stack: Stack, say: Callable[[str], None],
                  postgres: PostgresCluster | None = None,
-                 sentinels: SentinelGroup | None = None) -> None:
-        self.stack, self.say, self.postgres, self.sentinels = stack, say, postgres, sentinels
+                 sentinels: SentinelGroup | None = None,
+                 rabbit: RabbitNode | None = None) -> None:
+        self.stack, self.say, self.postgres = stack, say, postgres
+        self.sentinels, self.rabbit = sentinels, rabbit
         self.junk_sent = 0
         self.junk_wiped = 0  # junk still queued when a redis_wipe lost it with everything else
         self.duplicates_sent = 0
@@ -82,6 +91,17 @@ class Injector:
         broker.pause()
         self.say(f"redis frozen (SIGSTOP) for {fault.duration_s:.0f}s: connections hang")
         self._later(fault.duration_s, broker.resume, "redis resumed (SIGCONT)")
+
+    def rabbitmq_restart(self, _: Fault) -> None:
+        assert self.rabbit is not None, "a rabbitmq_restart needs --broker rabbitmq"
+        node, started = self.rabbit, time.monotonic()
+        self.say("rabbitmq node stopping, to be started again")
+
+        def restart() -> None:  # a node takes ~10 s to stop and start: the schedule goes on
+            node.restart()
+            self.say(f"rabbitmq node back after {time.monotonic() - started:.0f}s (its quorum "
+                     "queues kept on disk)")
+        threading.Thread(target=restart, daemon=True).start()
 
     def failover(self, fault: Fault) -> None:
         assert self.sentinels is not None, "a failover needs --broker sentinel"
@@ -143,6 +163,12 @@ class Injector:
 
     def duplicate(self, fault: Fault) -> None:
         """Queued messages pushed again, and in-flight (unacked) ones too: redelivery as it is."""
+        if self.rabbit is not None:
+            url = self.rabbit.url
+            copied = _when_up(lambda: amqp_duplicate(url, fault.target))
+            self.duplicates_sent += copied
+            self.say(f"duplicated {copied} message(s) on queue {fault.target}")
+            return
         client = self._client()
         # real messages only: a copy of the junk pushed a moment ago would be junk we did not count
         queued = cast(list[bytes], client.lrange(fault.target, 0, 4))  # a sync client's reply
@@ -166,10 +192,14 @@ class Injector:
                     else ""))
 
     def junk(self, fault: Fault) -> None:
-        client = self._client()
-        for junk in (b"\x00\xffnot json at all", b'{"json": "but not a message"}'):
-            client.lpush(fault.target, junk)
-            self.junk_sent += 1
+        if self.rabbit is not None:
+            url = self.rabbit.url
+            _when_up(lambda: amqp_publish(url, fault.target, JUNK))
+        else:
+            client = self._client()
+            for junk in JUNK:
+                client.lpush(fault.target, junk)
+        self.junk_sent += len(JUNK)
         self.say(f"pushed 2 junk messages onto queue {fault.target}")
 
     def smtp_outage(self, fault: Fault) -> None:
@@ -207,6 +237,62 @@ class Injector:
             except redis.RedisError:  # refused, or frozen by a redis_pause
                 time.sleep(0.5)
         raise RuntimeError("redis did not come back")
+
+
+JUNK = (b"\x00\xffnot json at all", b'{"json": "but not a message"}')
+
+
+def _when_up(do: Callable[[], T], for_s: float = 90.0) -> T:
+    """`do()`, again until the broker is back from a restart."""
+    deadline = time.monotonic() + for_s
+    while True:
+        try:
+            return do()
+        except (OSError, KombuOperationalError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+def amqp_publish(url: str, queue: str, bodies: Sequence[bytes]) -> None:
+    """Raw bodies onto a queue of ours, claiming to be JSON, as a broken producer would."""
+    with Connection(url) as connection:
+        producer = connection.Producer()
+        for body in bodies:
+            producer.publish(body, exchange=TASKS, routing_key=queue, retry=True,
+                             content_type="application/json", content_encoding="utf-8")
+
+
+# every message published to our queues, the last TAP_KEEP of them, for the duplicate fault:
+# on RabbitMQ what a worker holds unacked cannot be read, and the queues are mostly empty
+# durable: it outlives a restart of the node
+TAP = KombuQueue("chaos.tap", TASKS, routing_key="#", durable=True, auto_delete=False,
+                 queue_arguments={"x-max-length": 200})
+
+
+def amqp_tap(url: str) -> None:
+    """Start keeping copies of what is published to our queues (amqp_duplicate sends them)."""
+    with Connection(url) as connection:
+        TAP(connection.default_channel).declare()
+
+
+def amqp_duplicate(url: str, queue: str, most: int = 5) -> int:
+    """The last `most` messages sent to `queue` (by the tap), published again: a redelivery of
+    work that may well have been done already. Returns how many were sent."""
+    with Connection(url) as connection:
+        tap = TAP(connection.default_channel)
+        tap.declare()
+        seen = [m for m in iter(lambda: tap.get(no_ack=True), None)
+                if str(m.delivery_info.get("routing_key", "")).rsplit(".", 1)[-1] == queue
+                and m.headers.get("task")]  # tasks of ours, not junk
+        producer = connection.Producer()
+        for message in seen[-most:]:
+            producer.publish(message.body, exchange=TASKS, routing_key=queue,
+                             content_type=message.content_type,
+                             content_encoding=message.content_encoding,
+                             headers={k: v for k, v in message.headers.items()
+                                      if not k.startswith("x-")})
+        return len(seen[-most:])
 
 
 def _is_message(raw: bytes) -> bool:

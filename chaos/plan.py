@@ -23,6 +23,8 @@ KINDS = {
     "redis_restart": "restart the broker, its append-only file kept",
     "redis_wipe": "restart the broker with nothing kept: every queued and unacked message lost",
     "redis_pause": "freeze the broker (SIGSTOP) for a while: connections hang, nothing refused",
+    "rabbitmq_restart": "restart the RabbitMQ node, its quorum queues kept on disk "
+                        "(--broker rabbitmq)",
     "failover": "kill -9 the Redis master; the sentinels promote its replica; the old master "
                 "comes back a while later as a replica (--broker sentinel)",
     "smtp_outage": "the SMTP server refuses connections for a while",
@@ -39,6 +41,7 @@ HOSTS_ONLY = {"partition", "lossy", "latency"}
 BROKER_FAULTS = {
     "redis": {"redis_restart", "redis_wipe", "redis_pause", "duplicate", "junk"},
     "sentinel": {"failover", "duplicate", "junk"},
+    "rabbitmq": {"rabbitmq_restart", "duplicate", "junk"},
 }
 SERVICES = ("payment", "inventory", "notify")
 

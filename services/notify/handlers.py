@@ -2,6 +2,7 @@
 and one more if it is cancelled."""
 import itertools
 import time
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Protocol
 
@@ -62,6 +63,20 @@ class ConfirmationSending(RetryableError):
     """The order's confirmation is going out right now: its cancellation follows it."""
 
 
+class MailBeingSent(RetryableError):
+    """Another delivery of this very step is sending this mail right now (a duplicate message,
+    or a redelivery racing the original): this one comes back later and finds it sent."""
+
+
+# A claim `sending` younger than this is another delivery's, sending now; older, its sender
+# died mid-send and the mail goes out again (at least once). Longer than a send and its mark
+# (the SMTP timeout, 10 s, and MARK_SENT_PATIENCE_S): the same bound as the guard's lease
+# (runtime.guard.LOCK_LEASE_S), which on Redis also keeps two deliveries from running at once;
+# this one holds on every broker, and with Redis away.
+SENDING_LEASE_S = 30.0
+_EXPIRED = datetime(2000, 1, 1, tzinfo=UTC)
+
+
 def claim(db: Engine, order: SagaOrder, kind: str, mail: EmailMessage) -> tuple[str, str]:
     """The order's mail of `kind`'s slot, claimed for `kind` unless another kind holds it:
     (kind, status). The customer reads an order's mails in the order they are told: a
@@ -81,6 +96,11 @@ def claim(db: Engine, order: SagaOrder, kind: str, mail: EmailMessage) -> tuple[
                         and told.status == "sending":
                     raise ConfirmationSending(f"the confirmation of {order.order_id} is going out")
             row = conn.execute(_LOCK, key).first()
+            if row is not None and row.kind == kind and row.status == "sending":
+                if utcnow() - _aware(row.sent_at) < timedelta(seconds=SENDING_LEASE_S):
+                    raise MailBeingSent(f"the {kind} of {order.order_id} is being sent by "
+                                        "another delivery")
+                conn.execute(_SET, {**key, "sent_at": utcnow()})  # its sender died: ours now
             if row is not None:
                 return row.kind, row.status
             conn.execute(_INSERT, {"order_id": order.order_id, "slot": SLOTS[kind],
@@ -128,6 +148,20 @@ def mark_sent(db: Engine, order_id: str, kind: str = "confirmation",
             time.sleep(min(left, backoff_s(0.25, attempt)))
 
 
+def release(db: Engine, order_id: str, kind: MailKind) -> None:
+    """The claim's lease given up, its mail not sent (best effort: else it runs out)."""
+    try:
+        with db.begin() as conn:
+            conn.execute(_SET.where(MAILS.c.status == "sending"),
+                         {"id": order_id, "in_slot": SLOTS[kind], "sent_at": _EXPIRED})
+    except Exception:
+        pass
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
 def _send_once(order: SagaOrder, kind: MailKind, step: str, mail: EmailMessage, db: Engine,
                mailer: Mailer) -> StepOutcome:
     def deliver() -> str:
@@ -139,6 +173,9 @@ def _send_once(order: SagaOrder, kind: MailKind, step: str, mail: EmailMessage, 
                 mailer.send(mail)
             except MailRejected as exc:
                 return f"rejected:{exc}"
+            except Exception:
+                release(db, order.order_id, kind)  # not sent: the retry need not wait the lease
+                raise
             mark_sent(db, order.order_id, kind)
         return "sent"
 

@@ -1,11 +1,13 @@
 """The short chaos runs: every kind of fault at least once, then every invariant checked; on one
-Redis, and on Redis behind Sentinel with its master killed mid-run."""
+Redis, on Redis behind Sentinel with its master killed mid-run, and on a RabbitMQ node of the
+run's own, restarted mid-run."""
 import json
 import subprocess
 import sys
 
 import pytest
 
+from devstack.rabbitmq import RabbitNode
 from tests.support.paths import ROOT
 
 
@@ -33,3 +35,13 @@ def test_every_invariant_holds_when_the_redis_master_fails_over_to_its_replica(t
     # sweeper must make up for it, as the invariants check
     rows = quick_chaos(tmp_path, "--broker", "sentinel")
     assert rows["fault injected: failover"] == 1
+
+
+@pytest.mark.timeout(400)
+def test_every_invariant_holds_on_rabbitmq_through_a_restart_of_its_node(tmp_path):
+    why = RabbitNode.unavailable()
+    if why:
+        pytest.skip(f"RabbitMQ: {why}")
+    rows = quick_chaos(tmp_path, "--broker", "rabbitmq")
+    assert rows["fault injected: rabbitmq_restart"] == 1
+    assert rows["dead letters: junk"] == 8  # through RabbitMQ's dead-letter exchange

@@ -126,6 +126,51 @@ def test_an_smtp_outage_raises_for_a_retry_and_records_nothing(db, free_port):
         handlers.send_confirmation(reserved, db, down, SENDER)
 
 
+def test_two_deliveries_of_one_confirmation_at_once_send_one_mail(db, maildrop, mailer, db_url):
+    # what a duplicate message does on any broker (on Redis the guard's lock also stops it,
+    # when Redis answers; on RabbitMQ nothing else does)
+    order_id = f"twice-{abs(hash(db_url))}"
+    reserved = StockReserved(order=order(order_id), authorization_id="a", reservation_id="r")
+    sending, both_in = threading.Event(), threading.Barrier(2, timeout=10)
+
+    class Slow:
+        def send(self, mail):
+            sending.set()
+            both_in.wait()  # the other delivery claims while this one is mid-send
+            mailer.send(mail)
+
+    class Other:
+        def send(self, mail):
+            raise AssertionError("the second delivery sent the mail too")
+
+    first = threading.Thread(target=handlers.send_confirmation,
+                             args=(reserved, db, Slow(), SENDER))
+    first.start()
+    assert sending.wait(10)
+    with pytest.raises(handlers.MailBeingSent):
+        handlers.send_confirmation(reserved, db, Other(), SENDER)
+    both_in.wait()
+    first.join(10)
+    # its retry finds it sent, and sends nothing
+    assert handlers.send_confirmation(reserved, db, Other(), SENDER).succeeded
+    assert len(mails_for(maildrop, order_id)) == 1
+
+
+def test_a_send_that_died_mid_way_goes_out_again_once_its_lease_ran_out(db, mailer, maildrop,
+                                                                         db_url):
+    order_id = f"died-{abs(hash(db_url))}"
+    reserved = StockReserved(order=order(order_id), authorization_id="a", reservation_id="r")
+    mail = handlers.compose(order(order_id), "confirmation", SENDER)
+    assert handlers.claim(db, order(order_id), "confirmation", mail)[1] == "sending"
+    with pytest.raises(handlers.MailBeingSent):  # its sender may still be at it
+        handlers.send_confirmation(reserved, db, mailer, SENDER)
+    with db.begin() as conn:  # the lease runs out: that sender is gone
+        conn.execute(handlers._SET, {"id": order_id, "in_slot": "outcome",
+                                     "sent_at": handlers._EXPIRED})
+    assert handlers.send_confirmation(reserved, db, mailer, SENDER).succeeded
+    assert len(mails_for(maildrop, order_id)) == 1
+
+
 def test_a_confirmation_and_a_failure_notice_racing_send_one_mail(db, mailer, maildrop,
                                                                    db_url):
     from concurrent.futures import ThreadPoolExecutor
