@@ -27,6 +27,7 @@ from tests.support.compose import (
     ENV_EXAMPLE,
     INIT_SCRIPT,
     MONITORING,
+    RABBITMQ_FILE,
     REPO_ROOT,
     SERVERS,
     WORKERS,
@@ -46,6 +47,25 @@ def test_the_compose_file_is_valid_with_and_without_profiles() -> None:
         result = compose("config", "-q", profiles=profiles)
         assert result.returncode == 0, result.stderr
         assert result.stderr.strip() == "", result.stderr  # no warnings either
+
+
+def test_with_the_rabbitmq_file_every_process_uses_a_durable_rabbitmq_it_waits_for() -> None:
+    result = compose("config", "-q", overrides=(RABBITMQ_FILE,))
+    assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+    services = parsed_config(overrides=(RABBITMQ_FILE,))["services"]
+    rabbitmq = services["rabbitmq"]
+    assert re.fullmatch(r"rabbitmq:\d+\.\d+\.\d+-management", rabbitmq["image"])  # pinned
+    assert any(v["target"] == "/var/lib/rabbitmq" and v["type"] == "volume"
+               for v in rabbitmq["volumes"])
+    assert "rabbitmq-diagnostics" in " ".join(rabbitmq["healthcheck"]["test"])
+    brokered = {"orchestrator", "flower", *WORKERS}
+    for name in brokered:
+        env = services[name]["environment"]
+        url = env.get("BROKER_URL") or env["CELERY_BROKER_URL"]
+        assert url.startswith("amqp://") and host_in(url) == "rabbitmq", name
+        assert services[name]["depends_on"]["rabbitmq"]["condition"] == "service_healthy", name
+    for name in WORKERS:  # a worker's health is a ping over the broker it uses
+        assert "$$BROKER_URL" in " ".join(services[name]["healthcheck"]["test"]), name
 
 
 def test_every_part_of_the_system_is_a_service(services: dict[str, dict[str, Any]]) -> None:

@@ -17,6 +17,7 @@ from tests.support.paths import ROOT
 
 REPO_ROOT = ROOT
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+RABBITMQ_FILE = REPO_ROOT / "docker-compose.rabbitmq.yml"  # RabbitMQ instead of Redis
 DOCKERFILE = REPO_ROOT / "docker" / "Dockerfile"
 INIT_SCRIPT = REPO_ROOT / "docker" / "postgres" / "init-databases.sh"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
@@ -41,10 +42,12 @@ def compose_binary() -> str:
     return found
 
 
-def compose(*args: str, env_file: Path | str = os.devnull,
-            profiles: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run docker-compose on our file, isolated from the developer's shell and `.env`."""
+def compose(*args: str, env_file: Path | str = os.devnull, profiles: bool = True,
+            overrides: tuple[Path, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """Run docker-compose on our file (and override files), isolated from the developer's shell
+    and `.env`."""
     argv = [compose_binary(), "--project-directory", str(REPO_ROOT), "-f", str(COMPOSE_FILE),
+            *(arg for path in overrides for arg in ("-f", str(path))),
             "--env-file", str(env_file)]
     if profiles:
         for profile in PROFILES:
@@ -55,8 +58,9 @@ def compose(*args: str, env_file: Path | str = os.devnull,
                               text=True, timeout=60)
 
 
-def parsed_config(env_file: Path | str = os.devnull) -> dict[str, Any]:
-    result = compose("config", "--format", "json", env_file=env_file)
+def parsed_config(env_file: Path | str = os.devnull,
+                  overrides: tuple[Path, ...] = ()) -> dict[str, Any]:
+    result = compose("config", "--format", "json", env_file=env_file, overrides=overrides)
     assert result.returncode == 0, result.stderr
     config: dict[str, Any] = json.loads(result.stdout)
     return config
