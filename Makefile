@@ -49,5 +49,6 @@ screenshots: venv test-deps
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
 
+# BROKER=redis|sentinel|rabbitmq: the broker the run starts for itself (python -m chaos --help)
 chaos: venv
-	$(PY) -m chaos $(CHAOS_ARGS)
+	$(PY) -m chaos $(if $(BROKER),--broker $(BROKER)) $(CHAOS_ARGS)
