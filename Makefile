@@ -40,7 +40,7 @@ test-fast: venv
 
 # The saga against bare Celery, in one run: python -m bench --help (e.g. BENCH_ARGS=--quick)
 bench: venv
-	$(PY) -m bench $(BENCH_ARGS)
+	$(PY) -m bench $(if $(BROKER),--broker $(BROKER)) $(BENCH_ARGS)
 
 # docs/ui-*.png: the operator's pages, photographed in chromium on a system of its own
 screenshots: venv test-deps

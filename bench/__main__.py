@@ -64,6 +64,13 @@ def parser() -> argparse.ArgumentParser:
                         help="measure DBOS too: the same three steps as one durable workflow "
                              "(SQLite system database, or PostgreSQL with --postgres), measured "
                              "like the saga; skipped, saying why, if DBOS cannot run")
+    system.add_argument("--broker", type=_brokers, default=["redis"], metavar="redis,rabbitmq,...",
+                        help="the brokers to run the saga on, comma-separated, each of the "
+                             "bench's own: redis (the whole bench), sentinel (a master, a replica "
+                             "and three sentinels), rabbitmq (a node of its own: rabbitmq-server, "
+                             "as root); each other broker adds a phase with the saga's burst, "
+                             "unloaded latency, CPU and broker operations per order, and a column "
+                             "in the table per broker (default: redis)")
     system.add_argument("--pool", default="threads", choices=["threads", "prefork", "solo"],
                         help="every worker's pool, the saga's, the hand-rolled chain's and the "
                              "bare chain's alike (default: %(default)s)")
@@ -99,6 +106,17 @@ def parser() -> argparse.ArgumentParser:
                    help="where latest.json, latest.png and the work files go "
                         "(default: %(default)s)")
     return p
+
+
+BROKERS = ("redis", "sentinel", "rabbitmq")
+
+
+def _brokers(text: str) -> list[str]:
+    kinds = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = sorted(set(kinds) - set(BROKERS))
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(f"brokers are {', '.join(BROKERS)}; got {text!r}")
+    return ["redis", *(k for k in BROKERS[1:] if k in kinds)]  # Redis's figures always come
 
 
 def _counts(text: str) -> list[int]:

@@ -15,9 +15,9 @@ The bench's plain contenders (bench/plain_api.py: the hand-rolled chain, DBOS) a
 same way: the same POSTs, the same watcher on their own `orders` table, the same final GET (their
 orders have no timeline: a terminal status is their end).
 
-    python -m bench.load burst --api URL --redis URL --db URL --orders N --concurrency C --out FILE
-    python -m bench.load sequential --api URL --redis URL --db URL --orders N --out FILE
-    python -m bench.load paced --api URL --redis URL --db URL --rate R --seconds S --out FILE
+    python -m bench.load burst --api URL --broker URL --db URL --orders N --concurrency C --out FILE
+    python -m bench.load sequential --api URL --broker URL --db URL --orders N --out FILE
+    python -m bench.load paced --api URL --broker URL --db URL --rate R --seconds S --out FILE
 """
 import argparse
 import asyncio
@@ -30,16 +30,14 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-import redis
 import uvloop
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
 from bench import cpu
-from runtime.reply_stream import STREAM as REPLIES
+from bench.broker_looks import Looks
 
 LAST_STEP = {"confirmed": "notify.order_confirmed", "failed": "notify.order_failed"}
-QUEUES = ("payment", "inventory", "notify", "saga", "celery")
 CHUNK = 500  # ids per query
 # who is being driven, for the progress lines (--label: the saga, or a plain contender)
 LABEL = ["saga"]
@@ -107,24 +105,13 @@ class Watcher:
         self.engine.dispose()
 
 
-def busy(client: redis.Redis) -> int:
-    """Messages queued or taken but not acked, across the saga's queues, and the steps' replies
-    the saga worker has not applied yet (its stream: runtime/reply_stream.py)."""
-    pipe = client.pipeline(transaction=False)
-    for queue in QUEUES:
-        pipe.llen(queue)
-    pipe.hlen("unacked")
-    pipe.xlen(REPLIES)
-    return int(sum(pipe.execute()))
-
-
-def wait_idle(client: redis.Redis, timeout: float, every: float = 0.05, what: str = "") -> None:
+def wait_idle(looks: Looks, timeout: float, every: float = 0.05, what: str = "") -> None:
     """Until the broker has been idle on two looks in a row (a message in the instant between
     BRPOP and the unacked hash would fool one look; the GETs that follow catch the rest)."""
     deadline = time.monotonic() + timeout
     idle_looks, last_report = 0, time.monotonic()
     while idle_looks < 2:
-        left = busy(client)
+        left = looks.busy()
         idle_looks = idle_looks + 1 if left == 0 else 0
         if time.monotonic() > deadline:
             raise RuntimeError(f"the saga's queues still hold {left} message(s) "
@@ -252,14 +239,14 @@ async def posting_clients(api: str, concurrency: int) -> AsyncIterator[list[http
 LOST_AFTER_S = 15.0
 
 
-async def until_seen(watcher: Watcher, broker: redis.Redis, timeout: float) -> list[str]:
+async def until_seen(watcher: Watcher, broker: Looks, timeout: float) -> list[str]:
     """Until no order the watcher follows is pending; returns those that never will be (lost)."""
     deadline, idle_since = time.monotonic() + timeout, None
     while watcher.pending:
         now = time.monotonic()
         if now > deadline:
             raise RuntimeError(f"{len(watcher.pending)} order(s) still pending after {timeout:g} s")
-        if busy(broker):
+        if broker.busy():
             idle_since = None
         elif idle_since is None:
             idle_since = now
@@ -274,12 +261,12 @@ async def until_seen(watcher: Watcher, broker: redis.Redis, timeout: float) -> l
 
 
 async def run_burst(args: argparse.Namespace, watcher: Watcher) -> dict[str, Any]:
-    broker = redis.Redis.from_url(args.redis)
+    broker = looks(args)
     watched = cpu.parse_watch(args.watch)
     looking = asyncio.create_task(watcher.run())
     async with http_client(args.api, args.concurrency) as client, \
             posting_clients(args.api, args.concurrency) as posters:
-        before, calls = cpu.snapshot(watched), cpu.redis_calls(broker)
+        before, calls = cpu.snapshot(watched), broker.calls()
         posted = await post_many(posters, args.orders, order_body(args.sku), watcher)
         lost = await until_seen(watcher, broker, args.timeout)
         looking.cancel()
@@ -287,16 +274,17 @@ async def run_burst(args: argparse.Namespace, watcher: Watcher) -> dict[str, Any
         wait_idle(broker, args.timeout, what="waiting for the orders to end")
         cpu_s = cpu.used(before, cpu.snapshot(watched))
         # the idle checks' own LLEN/HLEN are left out by the caller
-        calls_after = cpu.redis_calls(broker)
+        calls_after = broker.calls()
         orders = await read_all(client, [p for p in posted if p["id"] not in lost], watcher,
                                 args.concurrency, args.timeout)
     return {"orders": orders, "lost": lost, "cpu_s": cpu_s,
-            "redis_calls": {k: v - calls.get(k, 0) for k, v in calls_after.items()}}
+            "broker_ops": {k: v - calls.get(k, 0) for k, v in calls_after.items()},
+            "broker_ops_unit": broker.unit}
 
 
 async def run_paced(args: argparse.Namespace, watcher: Watcher) -> dict[str, Any]:
     """Open loop: one POST every 1/rate s whatever the answers do, as customers would."""
-    broker = redis.Redis.from_url(args.redis)
+    broker = looks(args)
     n = max(1, round(args.rate * args.seconds))
     progress = Progress(n, f"orders posted at {args.rate:g}/s")
     looking = asyncio.create_task(watcher.run())
@@ -323,7 +311,7 @@ async def run_paced(args: argparse.Namespace, watcher: Watcher) -> dict[str, Any
 
 async def run_sequential(args: argparse.Namespace, watcher: Watcher) -> dict[str, Any]:
     """One order at a time; the next once the previous one has ended, its e-mail included."""
-    broker = redis.Redis.from_url(args.redis)
+    broker = looks(args)
     orders, lost = [], []
     progress = Progress(args.orders, "orders one at a time")
     deadline = time.monotonic() + args.timeout
@@ -337,7 +325,7 @@ async def run_sequential(args: argparse.Namespace, watcher: Watcher) -> dict[str
                 now = time.monotonic()
                 if now > deadline:
                     raise RuntimeError(f"order {posted['id']} still pending")
-                idle_since = None if busy(broker) else idle_since or now
+                idle_since = None if broker.busy() else idle_since or now
                 if idle_since is not None and now - idle_since > LOST_AFTER_S:
                     print(f"  {LABEL[0]}: order {posted['id']} LOST", flush=True)
                     lost.append(posted["id"])
@@ -347,6 +335,10 @@ async def run_sequential(args: argparse.Namespace, watcher: Watcher) -> dict[str
                 orders += await read_all(client, [posted], watcher, 1, args.timeout)
             progress.step()
     return {"orders": orders, "lost": lost}
+
+
+def looks(args: argparse.Namespace) -> Looks:
+    return Looks(args.broker, args.sentinel_master, args.rabbit_node)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -368,7 +360,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.add_argument("--rate", type=float, required=True, help="orders per second")
             p.add_argument("--seconds", type=float, required=True)
         p.add_argument("--api", required=True)
-        p.add_argument("--redis", required=True)
+        p.add_argument("--broker", required=True, help="its URL (BROKER_URL)")
+        p.add_argument("--sentinel-master", default=None)
+        p.add_argument("--rabbit-node", default=None, help="rabbitmqctl's -n, if not the local")
         p.add_argument("--db", required=True, help="the orchestrator's database (read only)")
         p.add_argument("--orders", type=int, default=0)
         p.add_argument("--concurrency", type=int, default=1)

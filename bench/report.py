@@ -108,6 +108,7 @@ def table(result: dict[str, Any]) -> str:
                       "sent the e-mail and marked the order. POST → e-mail sent: when the "
                       "embedded SMTP server stored the confirmation, the same moment for all. "
                       "A bare chain's latency is its first publish to its last task's end."]
+    lines += broker_table(result)
     skipped = result.get("peers", {}).get("dbos", {}).get("skipped")
     if skipped:
         lines += ["", f"DBOS (--peers): {skipped}."]
@@ -169,6 +170,46 @@ def table(result: dict[str, Any]) -> str:
     lines += ["", "Targets: " + "; ".join(f"{k}: {'met' if ok else 'NOT met'}"
                                            for k, ok in targets.items()) + "."]
     return "\n".join(lines)
+
+
+BROKER_NAMES = {"redis": "Redis", "sentinel": "Redis behind Sentinel",
+                "rabbitmq": "RabbitMQ (quorum queues, confirms)"}
+OPS_UNIT = {"redis_commands": "Redis commands", "amqp_frames": "AMQP frames, both ways"}
+
+
+def broker_table(result: dict[str, Any]) -> list[str]:
+    """The saga on each broker the run was asked for (--broker), a column each."""
+    brokers = result.get("brokers") or {}
+    if len(brokers) < 2:
+        return []
+    kinds = list(brokers)
+    ran = {k: f for k, f in brokers.items() if "orders_per_s" in f}
+
+    def cells(cell: Callable[[dict[str, Any]], str]) -> str:
+        return " | ".join(cell(ran[k]) if k in ran else "–" for k in kinds)
+
+    def broker_cpu(f: dict[str, Any]) -> str:
+        cpu = f["cpu_ms_per_order"]
+        return _f(cpu.get("broker", cpu.get("redis")))
+
+    lines = ["", "The saga on each broker (its burst, unloaded latency, CPU and the broker's "
+                 "operations per order; the Redis column is the run above):", "",
+             "| the saga on | " + " | ".join(BROKER_NAMES[k] for k in kinds) + " |",
+             "|---|" + "---:|" * len(kinds),
+             "| orders/s, burst | " + cells(lambda f: _f(f["orders_per_s"])) + " |",
+             "| POST → confirmed p50 / p99, one at a time (ms) | "
+             + cells(lambda f: f"{_f(f['latency_ms']['p50'])} / {_f(f['latency_ms']['p99'])}")
+             + " |",
+             "| CPU per order, every process (ms) | "
+             + cells(lambda f: _f(f["cpu_ms_per_order"]["total"])) + " |",
+             "| of which the broker's (ms) | " + cells(broker_cpu) + " |",
+             "| broker operations per order | "
+             + cells(lambda f: f"{_f(f['broker_ops_per_order']['total'])} "
+                               f"{OPS_UNIT.get(f.get('broker_ops_unit', ''), '')}") + " |"]
+    skipped = [f"{BROKER_NAMES[k]}: {f['skipped']}" for k, f in brokers.items() if "skipped" in f]
+    if skipped:
+        lines += ["", "Not run: " + "; ".join(skipped) + "."]
+    return lines
 
 
 def profile_table(summary: dict[str, Any]) -> str:

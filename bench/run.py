@@ -25,7 +25,9 @@ from bench import bare, contenders, cpu, mails, profile, targets
 from bench.children import NullOut, wait_workers_ready
 from bench.stats import latency_ms, percentile, rate, ratio
 from devstack.net import free_port
+from devstack.rabbitmq import RabbitNode
 from devstack.redis_server import EmbeddedRedis
+from devstack.sentinel import SentinelGroup
 from devstack.stack import DATABASES, REPO_ROOT, Stack
 from devstack.supervisor import Supervisor
 
@@ -133,6 +135,7 @@ class Bench:
         self.lost: dict[str, list[str]] = {}
         self.started = time.monotonic()
         self.profile: dict[str, Any] | None = None
+        self.rabbit: RabbitNode | None = None  # while a phase runs on RabbitMQ
 
     # the environment every process of ours gets: nothing of the developer's Redis, databases or
     # SMTP leaks in (each stack starts its own), the same pool and concurrency for everyone
@@ -162,6 +165,7 @@ class Bench:
             # the hand-rolled chain's throughput brackets the saga's, as the bare chain's does
             result["handrolled"] = self.run_plain("handrolled")
             result["saga"], result["memory"] = self.run_saga()
+            result["brokers"] = self.run_brokers(result["saga"])
             if self.o.peers:
                 result["peers"] = {"dbos": self.run_dbos()}
             if not self.o.quick:  # a quick run's figures mean nothing: it saves the time
@@ -284,8 +288,10 @@ class Bench:
 
     @contextmanager
     def stack(self, label: str, redis_db: int, workers: Mapping[str, int] | None = None,
-              process_env: Mapping[str, Mapping[str, str]] | None = None) -> Iterator[Stack]:
-        env = self.stack_env(redis_db, label)
+              process_env: Mapping[str, Mapping[str, str]] | None = None,
+              broker: Mapping[str, str] | None = None) -> Iterator[Stack]:
+        # broker: another broker's BROKER_URL (and master), which wins over the REDIS_URL
+        env = {**self.stack_env(redis_db, label), **(broker or {})}
         stack = Stack(self.work / label, env=env, api_port=free_port(), workers=workers,
                       process_env=process_env, out=NullOut(), relay=False)
         say(f"  starting the {label} stack (migrations, API, saga worker, services; logs in "
@@ -301,7 +307,7 @@ class Bench:
 
     def load(self, stack: Stack, command: str, **options: Any) -> Any:
         result = drive("bench.load", command, {
-            "api": stack.api_url, "redis": stack.env["REDIS_URL"],
+            "api": stack.api_url, **broker_options(stack.env, self.rabbit),
             "db": stack.env["ORCHESTRATOR_DATABASE_URL"], "sku": BENCH_SKU, **options},
             stack.env, self.work)
         self.lost.setdefault("saga", []).extend(result.get("lost", []))
@@ -355,8 +361,9 @@ class Bench:
             "post_in_burst_ms": latency_ms([x["post_s"] for x in burst]),
             "where_time_goes_ms": breakdown(one),
             "cpu_ms_per_order": cpu.per_item_ms(result["cpu_s"], len(burst)),
-            "redis_commands_per_order": per_item(result["redis_calls"], len(burst),
+            "redis_commands_per_order": per_item(result["broker_ops"], len(burst),
                                                  ignore=("info", "llen", "hlen", "xlen")),
+            "broker_ops_unit": result["broker_ops_unit"],
             "rss_mib": {"idle": idle, "after_load": after_load},
             "api_rss_series": api.series,
             "samples_ms": [round((x["confirmed"] - x["start"]) * 1000, 3) for x in one],
@@ -367,6 +374,74 @@ class Bench:
             f"{figures['latency_ms']['p50']} ms, p99 {figures['latency_ms']['p99']} ms; at "
             f"{paced_rate}/s p50 {figures['latency_under_load_ms']['p50']} ms")
         return figures, memory
+
+    def run_brokers(self, saga: Mapping[str, Any]) -> dict[str, Any]:
+        """The saga on each broker asked for (--broker): its burst, its unloaded latency, its CPU
+        and the broker's operations per order; Redis's are the saga phase's own."""
+        found: dict[str, Any] = {}
+        for kind in self.o.broker:
+            if kind == "redis":
+                found[kind] = {**{k: saga[k] for k in BROKER_FIGURES},
+                               "broker_ops_per_order": saga["redis_commands_per_order"]}
+                continue
+            self.phase(f"the saga on {kind}: the same system, every process on it")
+            try:
+                with self.other_broker(kind) as (env, pid):
+                    found[kind] = self.saga_on(kind, env, pid)
+            except Unavailable as why:
+                say(f"  --broker {kind}: {why}; skipped")
+                found[kind] = {"skipped": str(why)}
+        return found
+
+    @contextmanager
+    def other_broker(self, kind: str) -> Iterator[tuple[dict[str, str], int | None]]:
+        """A broker of the bench's own: its processes' environment and the pid whose CPU is the
+        broker's (the Sentinel group's master; the RabbitMQ node's whole process tree)."""
+        if kind == "sentinel":
+            with SentinelGroup(self.work / "sentinel") as group:
+                say(f"  Redis behind Sentinel: {group.url} (a master, a replica, 3 sentinels)")
+                yield ({"BROKER_URL": group.url, "BROKER_SENTINEL_MASTER": group.master_name},
+                       redis_pid(group.master))
+        elif kind == "rabbitmq":
+            why = RabbitNode.unavailable()
+            if why:
+                raise Unavailable(why)
+            with RabbitNode(self.work / "rabbitmq") as node:
+                say(f"  RabbitMQ: a node of the bench's own, {node.name} on port {node.port}")
+                self.rabbit = node
+                try:
+                    yield {"BROKER_URL": node.url}, node.pid
+                finally:
+                    self.rabbit = None
+        else:
+            raise Unavailable(f"no broker {kind!r}")
+
+    def saga_on(self, kind: str, broker: Mapping[str, str], pid: int | None) -> dict[str, Any]:
+        o = self.o
+        with self.stack(f"saga-{kind}", redis_db=7, broker=broker) as stack:
+            say(f"  warm-up: {o.warmup} orders")
+            warm = self.load(stack, "burst", orders=o.warmup, concurrency=o.concurrency)["orders"]
+            say(f"  unloaded: {o.latency_samples} orders one at a time")
+            one = self.load(stack, "sequential", orders=o.latency_samples)["orders"]
+            n = self.burst_size(o.orders, orders_per_s(warm))
+            say(f"  burst: {n} orders from {o.concurrency} concurrent clients")
+            pids = {**{k: v for k, v in self.pids(stack).items() if k != "redis"}, "broker": pid}
+            result = self.load(stack, "burst", orders=n, concurrency=o.concurrency,
+                               watch=cpu.watch_option(pids))
+        burst = result["orders"]
+        figures = {
+            "orders_per_s": orders_per_s(burst),
+            "latency_ms": latency_ms([x["confirmed"] - x["start"] for x in one]),
+            "cpu_ms_per_order": cpu.per_item_ms(result["cpu_s"], len(burst)),
+            "broker_ops_per_order": per_item(result["broker_ops"], len(burst),
+                                             ignore=("info", "llen", "hlen", "xlen")),
+            "broker_ops_unit": result["broker_ops_unit"],
+        }
+        say(f"  saga on {kind}: {figures['orders_per_s']} orders/s; one at a time p50 "
+            f"{figures['latency_ms']['p50']} ms; {figures['cpu_ms_per_order']['total']} ms CPU "
+            f"and {figures['broker_ops_per_order']['total']} {figures['broker_ops_unit']} "
+            "per order")
+        return figures
 
     @contextmanager
     def profiling(self, stack: Stack) -> Iterator[None]:
@@ -458,7 +533,7 @@ class Bench:
             "post_ms": latency_ms([x["post_s"] for x in one]),
             "latency_in_burst_ms": latency_ms([x["confirmed"] - x["start"] for x in burst]),
             "cpu_ms_per_order": cpu.per_item_ms(result["cpu_s"], len(burst)),
-            "redis_commands_per_order": per_item(result["redis_calls"], len(burst),
+            "redis_commands_per_order": per_item(result["broker_ops"], len(burst),
                                                  ignore=("info", "llen", "hlen", "xlen")),
             "rss_mib": {"idle": idle, "after_load": after},
             "samples_ms": [round((x["confirmed"] - x["start"]) * 1000, 3) for x in one],
@@ -499,7 +574,7 @@ class Bench:
                                 {BENCH_SKU: BENCH_STOCK}) as running:
             def load(command: str, **options: Any) -> Any:
                 result = drive("bench.load", command, {
-                    "api": running.api_url, "redis": running.env["REDIS_URL"],
+                    "api": running.api_url, "broker": running.env["REDIS_URL"],
                     "db": running.orders_url, "sku": BENCH_SKU, "label": kind, **options},
                     running.env, self.work)
                 self.lost.setdefault(kind, []).extend(result.get("lost", []))
@@ -577,6 +652,24 @@ class ApiMemory:
         self.orders += more_orders
         self.series.append({"orders": self.orders, "api_rss_mib": rss_mib(self.pid),
                             "after": after})
+
+
+class Unavailable(Exception):
+    """A broker the bench cannot start here."""
+
+
+# what the table per broker shows of each (the Redis run's taken from the saga phase)
+BROKER_FIGURES = ("orders_per_s", "latency_ms", "cpu_ms_per_order", "broker_ops_unit")
+
+
+def broker_options(env: Mapping[str, str], rabbit: RabbitNode | None) -> dict[str, str]:
+    """The load driver's options naming the stack's broker (bench/broker_looks.py)."""
+    options = {"broker": env.get("BROKER_URL") or env["REDIS_URL"]}
+    if env.get("BROKER_SENTINEL_MASTER"):
+        options["sentinel_master"] = env["BROKER_SENTINEL_MASTER"]
+    if rabbit is not None:
+        options["rabbit_node"] = rabbit.name
+    return options
 
 
 def per_item(calls: Mapping[str, int], items: int, ignore: tuple[str, ...] = ("info",)

@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
@@ -56,13 +57,16 @@ class Vhost:
 
 
 class RabbitNode:
-    """A RabbitMQ node of our own: its own port, Erlang distribution port, data and logs under
-    `data_dir`, no plugins. Debian's `rabbitmq-server` runs the node as user rabbitmq, so the
-    directory is handed to that user. stop() and start() keep the data and the port: queued
-    messages in its durable (quorum) queues survive, as on a real restart."""
+    """A RabbitMQ node of our own: its own port, Erlang distribution port, data and config, no
+    plugins. Debian's `rabbitmq-server` runs the node as user rabbitmq, which may not reach
+    `log_dir` (pytest's temporary directories are root's alone): its data lives in a directory
+    of its own under the system's temporary directory, handed to that user and removed on exit;
+    what the server prints goes to `log_dir`/rabbitmq-server.log. stop() and start() keep the
+    data and the port: messages in its durable (quorum) queues survive, as on a real restart."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = Path(data_dir).resolve()
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = Path(log_dir).resolve()
+        self.data_dir = Path(tempfile.mkdtemp(prefix="saga-rabbitmq-"))
         self.port = free_port(HOST)
         self.name = f"saga{self.port}@localhost"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -79,8 +83,13 @@ class RabbitNode:
     def url(self) -> str:
         return f"amqp://guest:guest@{HOST}:{self.port}//"
 
+    @property
+    def pid(self) -> int | None:
+        """The node's launcher: its process tree is the node (the Erlang VM and its helpers)."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
     def start(self) -> "RabbitNode":
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "rabbitmq.conf").write_text(f"listeners.tcp.local = {HOST}:{self.port}\n")
         (self.data_dir / "env.conf").write_text(f"ERL_EPMD_ADDRESS={HOST}\n")
         (self.data_dir / "plugins").touch()
@@ -96,7 +105,7 @@ class RabbitNode:
                "RABBITMQ_LOG_BASE": str(self.data_dir / "log"),
                "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.data_dir / "plugins"),
                "RABBITMQ_PID_FILE": str(self.data_dir / "pid")}
-        with open(self.data_dir / "server.log", "ab") as log:
+        with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(["rabbitmq-server"], env=env, stdout=log,
                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                           start_new_session=True)
@@ -108,8 +117,8 @@ class RabbitNode:
             except OSError:
                 if self._proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"rabbitmq-server did not start; see "
-                                       f"{self.data_dir / 'server.log'}") from None
+                    raise RuntimeError(f"rabbitmq-server did not start; see {self.log_path} "
+                                       f"and {self.data_dir / 'log'}") from None
                 time.sleep(0.2)
 
     def stop(self) -> None:
@@ -125,6 +134,10 @@ class RabbitNode:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / "rabbitmq-server.log"
+
     def restart(self) -> None:
         self.stop()
         self.start()
@@ -135,3 +148,4 @@ class RabbitNode:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)

@@ -4,12 +4,13 @@ import threading
 
 import redis
 
+from runtime.broker import Broker
 from runtime.guard import RedisGuard, broker_client, delivery_key, lock_key
 from tests.support.waiting import wait_for
 
 
 def test_a_finished_delivery_lets_go_of_its_count_and_its_lock(redis_db):
-    guard, client = RedisGuard(broker_client(redis_db)), redis.Redis.from_url(redis_db)
+    guard, client = RedisGuard(broker_client(Broker(redis_db))), redis.Redis.from_url(redis_db)
     keys = [delivery_key("t-1:0"), lock_key("o-1", "payment.authorize")]
     with guard.hold("t-1:0", "o-1", "payment.authorize") as held:
         assert (held.deliveries, held.locked) == (1, True)
@@ -18,7 +19,7 @@ def test_a_finished_delivery_lets_go_of_its_count_and_its_lock(redis_db):
 
 
 def test_a_second_delivery_of_the_step_waits_for_the_first_to_end(redis_db):
-    guard = RedisGuard(broker_client(redis_db))
+    guard = RedisGuard(broker_client(Broker(redis_db)))
     order: list[str] = []
     inside = threading.Event()
 

@@ -1,0 +1,58 @@
+"""What the load driver asks of the broker, whichever it is: whether anything is still in flight
+(so that an order that never ends is seen as lost, and the CPU is read once the work is done),
+and how many operations the broker has served (Redis commands, or AMQP frames both ways)."""
+import subprocess
+from typing import Any, cast
+
+from contracts.names import Queue
+from runtime.broker import AmqpDepths, Broker
+from runtime.reply_stream import STREAM as REPLIES
+
+# the hand-rolled chain and the bare one use Celery's default queue too
+QUEUES = (*Queue.ALL, "celery")
+
+
+class Looks:
+    def __init__(self, url: str, sentinel_master: str | None = None,
+                 rabbit_node: str | None = None) -> None:
+        self.broker = Broker(url, sentinel_master)
+        self.rabbit_node = rabbit_node  # rabbitmqctl's -n, for the frame counts
+        if self.broker.on_redis:
+            self.client = self.broker.redis(socket_timeout=10)
+        else:
+            self.amqp = AmqpDepths(url)
+
+    @property
+    def unit(self) -> str:
+        return "redis_commands" if self.broker.on_redis else "amqp_frames"
+
+    def busy(self) -> int:
+        """Messages queued or taken but not acked, across the saga's queues, and the steps'
+        replies the saga worker has not applied yet. On RabbitMQ, queued only: a passive
+        declare does not count what a consumer holds unacked."""
+        if not self.broker.on_redis:
+            return sum(self.amqp.depths(QUEUES).values())
+        pipe = self.client.pipeline(transaction=False)
+        for queue in QUEUES:
+            pipe.llen(queue)
+        pipe.hlen("unacked")
+        pipe.xlen(REPLIES)
+        return int(sum(pipe.execute()))
+
+    def calls(self) -> dict[str, int]:
+        """The broker's operations so far: Redis commands by command (INFO commandstats), or
+        the AMQP frames every connection to the vhost has sent and received."""
+        if self.broker.on_redis:
+            # redis-py types a reply as "the reply or an Awaitable of it"; this client is sync
+            stats = cast(dict[str, dict[str, Any]], self.client.info("commandstats"))
+            return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+        node = ["-n", self.rabbit_node] if self.rabbit_node else []
+        out = subprocess.run(["rabbitmqctl", *node, "-q", "--no-table-headers",
+                              "list_connections", "recv_cnt", "send_cnt"],
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+        received = sent = 0
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and all(p.isdigit() for p in parts):
+                received, sent = received + int(parts[0]), sent + int(parts[1])
+        return {"frames_to_rabbitmq": received, "frames_from_rabbitmq": sent}
