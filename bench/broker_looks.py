@@ -1,6 +1,8 @@
 """What the load driver asks of the broker, whichever it is: whether anything is still in flight
 (so that an order that never ends is seen as lost, and the CPU is read once the work is done),
-and how many operations the broker has served (Redis commands, or AMQP frames both ways)."""
+and how many operations the broker has served (Redis commands, or the AMQP packets RabbitMQ
+received and sent: a packet is one socket read or write, several frames when they come
+together)."""
 import subprocess
 from typing import Any, cast
 
@@ -24,7 +26,7 @@ class Looks:
 
     @property
     def unit(self) -> str:
-        return "redis_commands" if self.broker.on_redis else "amqp_frames"
+        return "redis_commands" if self.broker.on_redis else "amqp_packets"
 
     def busy(self) -> int:
         """Messages queued or taken but not acked, across the saga's queues, and the steps'
@@ -41,7 +43,7 @@ class Looks:
 
     def calls(self) -> dict[str, int]:
         """The broker's operations so far: Redis commands by command (INFO commandstats), or
-        the AMQP frames every connection to the vhost has sent and received."""
+        the packets RabbitMQ has received and sent on every connection open now."""
         if self.broker.on_redis:
             # redis-py types a reply as "the reply or an Awaitable of it"; this client is sync
             stats = cast(dict[str, dict[str, Any]], self.client.info("commandstats"))
@@ -55,4 +57,4 @@ class Looks:
             parts = line.split()
             if len(parts) == 2 and all(p.isdigit() for p in parts):
                 received, sent = received + int(parts[0]), sent + int(parts[1])
-        return {"frames_to_rabbitmq": received, "frames_from_rabbitmq": sent}
+        return {"packets_to_rabbitmq": received, "packets_from_rabbitmq": sent}

@@ -174,7 +174,8 @@ def table(result: dict[str, Any]) -> str:
 
 BROKER_NAMES = {"redis": "Redis", "sentinel": "Redis behind Sentinel",
                 "rabbitmq": "RabbitMQ (quorum queues, confirms)"}
-OPS_UNIT = {"redis_commands": "Redis commands", "amqp_frames": "AMQP frames, both ways"}
+OPS_UNIT = {"redis_commands": "Redis commands",
+            "amqp_packets": "AMQP packets, both ways (rabbitmqctl's recv_cnt + send_cnt)"}
 
 
 def broker_table(result: dict[str, Any]) -> list[str]:
