@@ -35,8 +35,18 @@ DEAD = Exchange("saga.dead", type="direct", durable=True)
 DELIVERY_LIMIT = 10
 
 
+class TaskQueue(KombuQueue):
+    """A queue of ours, declared with its dead queue: RabbitMQ drops what it dead-letters to an
+    exchange with no queue bound, so the dead queue must exist before anything can die, whoever
+    declares first (a worker starting, the API's first publish)."""
+
+    def declare(self, nowait: bool = False, channel: Any = None) -> Any:
+        dead_queue(self.name)(channel or self.channel).declare(nowait=nowait)
+        return super().declare(nowait=nowait, channel=channel)
+
+
 def task_queue(name: str) -> KombuQueue:
-    return KombuQueue(name, TASKS, routing_key=name, durable=True, queue_arguments={
+    return TaskQueue(name, TASKS, routing_key=name, durable=True, queue_arguments={
         "x-queue-type": "quorum", "x-delivery-limit": DELIVERY_LIMIT,
         "x-dead-letter-exchange": DEAD.name,
         # explicit: a message that came back through delayed delivery carries a routing key
@@ -106,12 +116,11 @@ def dead_letter_of(body: Any, headers: dict[str, Any],
 DRAIN_RETRY_S = 5.0
 
 
-def drain_step(queue: str, dead_letters: DeadLetterSink) -> type[bootsteps.StartStopStep]:
-    """A worker bootstep: a thread of the main process moving what RabbitMQ dead-lettered from
-    `queue` into this process's dead letters, acking each once it is kept (a dead letter that
-    cannot be kept, its database away, stays in the dead queue for the next round)."""
-    stopping = threading.Event()
-
+def drain(app: Any, queue: str, dead_letters: DeadLetterSink,
+          stopping: threading.Event) -> None:
+    """Move what RabbitMQ dead-lettered from `queue` into `dead_letters` until `stopping`,
+    acking each once it is kept (a dead letter that cannot be kept, its database away, stays in
+    the dead queue for the next round); through broker outages."""
     def keep(message: Any) -> None:
         task, order_id, payload, error = dead_letter_of(message.body, message.headers or {},
                                                         queue)
@@ -125,26 +134,30 @@ def drain_step(queue: str, dead_letters: DeadLetterSink) -> type[bootsteps.Start
             return
         message.ack()
 
-    def run(app: Any) -> None:
-        while not stopping.is_set():
-            try:
-                # on_message: kombu hands the raw message over, never decoding the body
-                with app.connection_for_read() as connection, \
-                        connection.Consumer([dead_queue(queue)], on_message=keep,
-                                            prefetch_count=10, accept=None):
-                    while not stopping.is_set():
-                        try:
-                            connection.drain_events(timeout=1)
-                        except TimeoutError:
-                            continue
-            except Exception as exc:  # the broker away: the next round
-                log.warning("draining %s.dead failed: %s: %s", queue, type(exc).__name__, exc)
-                stopping.wait(DRAIN_RETRY_S)
+    while not stopping.is_set():
+        try:
+            # on_message: kombu hands the raw message over, never decoding the body
+            with app.connection_for_read() as connection, \
+                    connection.Consumer([dead_queue(queue)], on_message=keep,
+                                        prefetch_count=10, accept=None):
+                while not stopping.is_set():
+                    try:
+                        connection.drain_events(timeout=1)
+                    except TimeoutError:
+                        continue
+        except Exception as exc:  # the broker away: the next round
+            log.warning("draining %s.dead failed: %s: %s", queue, type(exc).__name__, exc)
+            stopping.wait(DRAIN_RETRY_S)
+
+
+def drain_step(queue: str, dead_letters: DeadLetterSink) -> type[bootsteps.StartStopStep]:
+    """A worker bootstep: `drain`, in a thread of the worker's main process."""
+    stopping = threading.Event()
 
     class DeadQueueDrain(bootsteps.StartStopStep):
         def start(self, parent: Any) -> None:
-            threading.Thread(target=run, args=(parent.app,), name="dead-queue-drain",
-                             daemon=True).start()
+            threading.Thread(target=drain, args=(parent.app, queue, dead_letters, stopping),
+                             name="dead-queue-drain", daemon=True).start()
 
         def stop(self, parent: Any) -> None:
             stopping.set()
