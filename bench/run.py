@@ -142,7 +142,8 @@ class Bench:
     def base_env(self, redis_db: int) -> dict[str, str]:
         assert self.redis is not None
         env = {k: v for k, v in os.environ.items()
-               if k not in ("REDIS_URL", "SMTP_HOST", "SMTP_PORT", *DATABASES)}
+               if k not in ("REDIS_URL", "BROKER_URL", "BROKER_SENTINEL_MASTER", "SMTP_HOST",
+                            "SMTP_PORT", *DATABASES)}
         paths = (str(REPO_ROOT), os.environ.get("PYTHONPATH"))
         env.update({"REDIS_URL": self.redis.url.rsplit("/", 1)[0] + f"/{redis_db}",
                     "WORKER_POOL": self.o.pool,

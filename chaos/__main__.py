@@ -124,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(args.var_dir, ignore_errors=True)
     log = (args.var_dir / "processes.log")
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**SYSTEM_ENV, "REDIS_URL": "", "SMTP_HOST": ""}  # empty: our own embedded servers
+    # empty: our own embedded servers (a broker the run starts sets BROKER_URL below)
+    env = {**SYSTEM_ENV, "REDIS_URL": "", "BROKER_URL": "", "BROKER_SENTINEL_MASTER": "",
+           "SMTP_HOST": ""}
     process_env = {k: {"WORKER_POOL": "prefork", "WORKER_CONCURRENCY": "2"}
                    for k in plan.PREFORK_KINDS}
     with contextlib.ExitStack() as running:
@@ -173,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         say(f"all {len(placed)} orders placed; faults over; waiting for every order to end")
         final, recovered_s = _settle(stack, placed, last_fault, args.settle, say)
         diagnosis = _diagnose(stack, final, log)
+        if rabbit is not None:  # what is still on RabbitMQ's queues, taken by no one or held
+            say("rabbitmq queues (name, ready, unacked):\n    "
+                + "\n    ".join(rabbit.queues()))
         report = invariants.check(final, stack.env, maildir_of(stack),
                                   (injector.junk_sent, injector.junk_wiped),
                                   sum(stack.supervisor.restarts.values()),

@@ -255,8 +255,10 @@ def _when_up(do: Callable[[], T], for_s: float = 90.0) -> T:
 
 
 def amqp_publish(url: str, queue: str, bodies: Sequence[bytes]) -> None:
-    """Raw bodies onto a queue of ours, claiming to be JSON, as a broken producer would."""
-    with Connection(url) as connection:
+    """Raw bodies onto a queue of ours, claiming to be JSON, as a broken producer would; each
+    confirmed by RabbitMQ (a publish it refused raises, to be sent again), so that the junk
+    counted as sent is junk the broker took."""
+    with Connection(url, transport_options={"confirm_publish": True}) as connection:
         producer = connection.Producer()
         for body in bodies:
             producer.publish(body, exchange=TASKS, routing_key=queue, retry=True,
@@ -279,7 +281,7 @@ def amqp_tap(url: str) -> None:
 def amqp_duplicate(url: str, queue: str, most: int = 5) -> int:
     """The last `most` messages sent to `queue` (by the tap), published again: a redelivery of
     work that may well have been done already. Returns how many were sent."""
-    with Connection(url) as connection:
+    with Connection(url, transport_options={"confirm_publish": True}) as connection:
         tap = TAP(connection.default_channel)
         tap.declare()
         seen = [m for m in iter(lambda: tap.get(no_ack=True), None)

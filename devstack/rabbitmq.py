@@ -138,6 +138,14 @@ class RabbitNode:
     def log_path(self) -> Path:
         return self.log_dir / "rabbitmq-server.log"
 
+    def queues(self) -> list[str]:
+        """`name ready unacked` of every queue on the node (rabbitmqctl list_queues)."""
+        out = subprocess.run(["rabbitmqctl", "-n", self.name, "-q", "--no-table-headers",
+                              "list_queues", "name", "messages_ready",
+                              "messages_unacknowledged"],
+                             capture_output=True, text=True, timeout=60, check=False)
+        return out.stdout.splitlines() or [out.stderr.strip()]
+
     def restart(self) -> None:
         self.stop()
         self.start()

@@ -19,6 +19,7 @@ log = logging.getLogger("saga.broker")
 
 Kind = Literal["redis", "sentinel", "amqp", "memory"]
 SENTINEL_PORT = 26379
+LOCK_WAIT_S = 3.0  # AmqpDepths: how long a caller waits for another's look
 
 
 @dataclass(frozen=True)
@@ -147,27 +148,35 @@ class AmqpDepths(QueueDepths):
         self.connection: Any = None
 
     def ping(self) -> None:
-        with self.lock:
-            try:
-                self._connected().channel().close()
-            except Exception:
-                self._drop()
-                raise
+        if not self.lock.acquire(timeout=LOCK_WAIT_S):
+            raise TimeoutError("the broker's last answer is still awaited")
+        try:
+            self._connected().channel().close()
+        except Exception:
+            self._drop()
+            raise
+        finally:
+            self.lock.release()
 
     def depths(self, queues: Iterable[str], stream: str | None = None) -> dict[str, int]:
-        with self.lock:
-            try:
-                self._connected()
-                return {queue: self._depth(queue) for queue in queues}
-            except Exception as exc:  # the broker away, or the connection lost
-                log.debug("queue depths unavailable: %s: %s", type(exc).__name__, exc)
-                self._drop()
-                return {}
+        # a caller never waits behind another's look for long: no sample rather than a wait
+        if not self.lock.acquire(timeout=LOCK_WAIT_S):
+            return {}
+        try:
+            self._connected()
+            return {queue: self._depth(queue) for queue in queues}
+        except Exception as exc:  # the broker away, or the connection lost
+            log.debug("queue depths unavailable: %s: %s", type(exc).__name__, exc)
+            self._drop()
+            return {}
+        finally:
+            self.lock.release()
 
     def _connected(self) -> Any:
         from kombu import Connection
         if self.connection is None:
-            self.connection = Connection(self.url, connect_timeout=1)
+            self.connection = Connection(self.url, connect_timeout=1, transport_options={
+                "read_timeout": 2, "write_timeout": 2})
             self.connection.connect()
         return self.connection
 

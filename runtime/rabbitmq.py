@@ -24,7 +24,9 @@ from kombu import Queue as KombuQueue
 
 from contracts.messages import order_id_of
 from contracts.names import Queue
+from runtime.db import database_trouble
 from runtime.deadletters import DeadLetterSink
+from runtime.retries import backoff_s
 
 log = logging.getLogger("saga.deadletters")
 
@@ -33,6 +35,8 @@ DEAD = Exchange("saga.dead", type="direct", durable=True)
 # deliveries without an ack before a message is dead-lettered: a worker that stops hands back
 # what it holds and that counts too (RabbitMQ 3.10+), hence more than the guard's 5 on Redis
 DELIVERY_LIMIT = 10
+SOCKET_BOUNDS = {"read_timeout": 5, "write_timeout": 5}
+HEARTBEAT_S = 10  # the drain's connection: a half-open one is found within two beats
 
 
 class TaskQueue(KombuQueue):
@@ -71,7 +75,10 @@ def settings() -> dict[str, Any]:
         "task_create_missing_queues": False,  # a queue of ours is declared with its arguments
         "broker_native_delayed_delivery_queue_type": "quorum",
         "worker_detect_quorum_queues": True,  # quorum queues refuse a global QoS
-        "broker_transport_options": {"confirm_publish": True},
+        # a hung or blocked RabbitMQ (a memory or disk alarm blocks publishers) must not hang
+        # us: a read (the publish's confirm included) or write that waits longer raises, and the
+        # publish's retry policy or the outbox takes it from there
+        "broker_transport_options": {"confirm_publish": True, **SOCKET_BOUNDS},
     }
 
 
@@ -119,32 +126,42 @@ DRAIN_RETRY_S = 5.0
 def drain(app: Any, queue: str, dead_letters: DeadLetterSink,
           stopping: threading.Event) -> None:
     """Move what RabbitMQ dead-lettered from `queue` into `dead_letters` until `stopping`,
-    acking each once it is kept (a dead letter that cannot be kept, its database away, stays in
-    the dead queue for the next round); through broker outages."""
+    acking each once it is kept, through broker outages. A dead letter is never handed back to
+    its dead queue (each hand-back would count as a delivery): while the database is away it is
+    kept unacked and stored again in place; one that cannot be stored as it is (a field too
+    long for its column) is recorded cut down, or at least logged whole, then acked."""
     def keep(message: Any) -> None:
         task, order_id, payload, error = dead_letter_of(message.body, message.headers or {},
                                                         queue)
-        try:
-            dead_letters.store(task, order_id, payload, error)
-        except Exception:
-            log.exception("could not keep a dead letter of queue %s; it stays dead-lettered",
-                          queue)
-            message.requeue()
-            stopping.wait(DRAIN_RETRY_S)
-            return
+        attempt = 0
+        while True:
+            try:
+                dead_letters.store(task, order_id, payload, error)
+                break
+            except Exception as exc:
+                if not database_trouble(exc):
+                    dead_letters.record(task[:128], order_id if order_id and
+                                        len(order_id) <= 64 else None, payload, error)
+                    break
+                if stopping.is_set():
+                    return  # unacked: back on its dead queue when this connection closes
+                log.warning("dead letter of queue %s waits for its database: %s", queue,
+                            type(exc).__name__)
+                stopping.wait(backoff_s(0.5, attempt, jitter=True))
+                attempt += 1
         message.ack()
 
     while not stopping.is_set():
         try:
             # on_message: kombu hands the raw message over, never decoding the body
-            with app.connection_for_read() as connection, \
+            with app.connection_for_read(heartbeat=HEARTBEAT_S) as connection, \
                     connection.Consumer([dead_queue(queue)], on_message=keep,
                                         prefetch_count=10, accept=None):
                 while not stopping.is_set():
                     try:
                         connection.drain_events(timeout=1)
                     except TimeoutError:
-                        continue
+                        connection.heartbeat_check()  # raises once the broker stopped beating
         except Exception as exc:  # the broker away: the next round
             log.warning("draining %s.dead failed: %s: %s", queue, type(exc).__name__, exc)
             stopping.wait(DRAIN_RETRY_S)

@@ -163,9 +163,12 @@ class KeptTransportConnection(Connection):
 
     def switch(self, conn_str: str) -> None:
         given: Any = self.transport_cls  # a class of ours, or a name
+        userid, password = self.userid, self.password
         super().switch(conn_str)
         if not isinstance(given, str):
             self.transport_cls = given
+        # the credentials are on the first URL only, as kombu reads a Sentinel URL
+        self.userid, self.password = self.userid or userid, self.password or password
 
 
 class SagaAMQP(AMQP):

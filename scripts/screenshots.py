@@ -51,7 +51,7 @@ def main() -> int:
         print("no `chromium` on PATH: `make test-deps` installs it (as root, with apt)")
         return 1
     with tempfile.TemporaryDirectory() as var, \
-            Stack(Path(var), env={"REDIS_URL": "", "SMTP_HOST": "",
+            Stack(Path(var), env={"REDIS_URL": "", "BROKER_URL": "", "SMTP_HOST": "",
                                   "PAYMENT_RETRY_BACKOFF_S": "0.2"},
                   api_port=free_port()) as stack:
         stack.wait_ready(90)

@@ -24,6 +24,16 @@ DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 TEST_DATABASE_PREFIX = "saga_test_"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_broker_of_the_shell() -> Iterator[None]:
+    """A BROKER_URL in the developer's shell would win over every test's own REDIS_URL (in
+    every process the tests start): the suite chooses its brokers itself."""
+    saved = {k: os.environ.pop(k) for k in ("BROKER_URL", "BROKER_SENTINEL_MASTER")
+             if k in os.environ}
+    yield
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def free_port() -> Callable[[], int]:
     """`free_port()` gives a local TCP port nothing listens on (also importable: devstack.net)."""

@@ -1,10 +1,11 @@
 """Notify's domain: one e-mail per order for its outcome (a confirmation or a failure notice),
 and one more if it is cancelled."""
 import itertools
+import logging
 import time
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from sqlalchemy import Connection, Engine, bindparam, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -26,6 +27,7 @@ from services.notify.mailer import MailRejected, compose
 from services.notify.models import Inbox, Mail
 
 INBOX = Inbox.__table__
+log = logging.getLogger("saga.notify")
 
 # Core statements, built once: these run for every order (see runtime/inbox.py)
 MAILS = Mail.__table__
@@ -70,16 +72,23 @@ class MailBeingSent(RetryableError):
 
 # A claim `sending` younger than this is another delivery's, sending now; older, its sender
 # died mid-send and the mail goes out again (at least once). Longer than a send and its mark
-# (the SMTP timeout, 10 s, and MARK_SENT_PATIENCE_S): the same bound as the guard's lease
-# (runtime.guard.LOCK_LEASE_S), which on Redis also keeps two deliveries from running at once;
-# this one holds on every broker, and with Redis away.
-SENDING_LEASE_S = 30.0
+# (the SMTP timeout, 10 s for each exchange of a conversation, and MARK_SENT_PATIENCE_S, 15 s).
+# On Redis the guard's lock also keeps two deliveries from running at once; this lease holds on
+# every broker, and with Redis away. It compares the database's timestamps with this host's
+# clock: hosts' clocks must agree to well within it.
+SENDING_LEASE_S = 60.0
 _EXPIRED = datetime(2000, 1, 1, tzinfo=UTC)
 
 
-def claim(db: Engine, order: SagaOrder, kind: str, mail: EmailMessage) -> tuple[str, str]:
+class Claim(NamedTuple):
+    kind: str  # who holds the slot
+    status: str  # sending | sent | rejected
+    since: datetime | None = None  # when this delivery took it (`sending`, ours): its token
+
+
+def claim(db: Engine, order: SagaOrder, kind: str, mail: EmailMessage) -> Claim:
     """The order's mail of `kind`'s slot, claimed for `kind` unless another kind holds it:
-    (kind, status). The customer reads an order's mails in the order they are told: a
+    (kind, status, since). The customer reads an order's mails in the order they are told: a
     confirmation is never sent once the cancellation is claimed (it answers as held by the
     cancellation), and a cancellation waits while the confirmation is being sent."""
     key = {"id": order.order_id, "in_slot": SLOTS[kind]}
@@ -89,7 +98,7 @@ def claim(db: Engine, order: SagaOrder, kind: str, mail: EmailMessage) -> tuple[
             if kind == "confirmation":
                 cancelled = conn.execute(_LOCK, {**key, "in_slot": "cancellation"}).first()
                 if cancelled is not None:
-                    return cancelled.kind, cancelled.status
+                    return Claim(cancelled.kind, cancelled.status)
             elif kind == "cancellation":
                 told = conn.execute(_LOCK, {**key, "in_slot": "outcome"}).first()
                 if told is not None and told.kind == "confirmation" \
@@ -100,19 +109,22 @@ def claim(db: Engine, order: SagaOrder, kind: str, mail: EmailMessage) -> tuple[
                 if utcnow() - _aware(row.sent_at) < timedelta(seconds=SENDING_LEASE_S):
                     raise MailBeingSent(f"the {kind} of {order.order_id} is being sent by "
                                         "another delivery")
-                conn.execute(_SET, {**key, "sent_at": utcnow()})  # its sender died: ours now
+                since = utcnow()
+                conn.execute(_SET, {**key, "sent_at": since})  # its sender died: ours now
+                return Claim(kind, "sending", since)
             if row is not None:
-                return row.kind, row.status
+                return Claim(row.kind, row.status)
+            since = utcnow()
             conn.execute(_INSERT, {"order_id": order.order_id, "slot": SLOTS[kind],
                                    "kind": kind, "status": "sending",
                                    "recipient": order.customer_email,
                                    "subject": str(mail["Subject"]),
-                                   "message_id": str(mail["Message-ID"]), "sent_at": utcnow()})
-            return kind, "sending"
+                                   "message_id": str(mail["Message-ID"]), "sent_at": since})
+            return Claim(kind, "sending", since)
     except IntegrityError:  # the other kind claimed it at the same instant
         with db.connect() as conn:
             row = conn.execute(_LOCK, key).one()
-            return row.kind, row.status
+            return Claim(row.kind, row.status)
 
 
 def _serialize(conn: Connection, order_id: str) -> None:
@@ -148,14 +160,17 @@ def mark_sent(db: Engine, order_id: str, kind: str = "confirmation",
             time.sleep(min(left, backoff_s(0.25, attempt)))
 
 
-def release(db: Engine, order_id: str, kind: MailKind) -> None:
-    """The claim's lease given up, its mail not sent (best effort: else it runs out)."""
+def release(db: Engine, order_id: str, kind: MailKind, since: datetime) -> None:
+    """Our claim's lease given up, its mail not sent: only if it is still ours (taken at
+    `since`), never another delivery's that took over meanwhile. Best effort: else it runs
+    out."""
     try:
         with db.begin() as conn:
-            conn.execute(_SET.where(MAILS.c.status == "sending"),
+            conn.execute(_SET.where(MAILS.c.status == "sending", MAILS.c.sent_at == since),
                          {"id": order_id, "in_slot": SLOTS[kind], "sent_at": _EXPIRED})
     except Exception:
-        pass
+        log.warning("could not give up the claim of the %s of %s; it runs out in %.0f s",
+                    kind, order_id, SENDING_LEASE_S)
 
 
 def _aware(at: datetime) -> datetime:
@@ -165,16 +180,18 @@ def _aware(at: datetime) -> datetime:
 def _send_once(order: SagaOrder, kind: MailKind, step: str, mail: EmailMessage, db: Engine,
                mailer: Mailer) -> StepOutcome:
     def deliver() -> str:
-        holder, status = claim(db, order, kind, mail)
-        if holder != kind:
-            return f"already:{holder}"
-        if status == "sending":  # ours; after a crash mid-send it goes out again (at least once)
+        held = claim(db, order, kind, mail)
+        if held.kind != kind:
+            return f"already:{held.kind}"
+        if held.status == "sending":  # ours; after a crash mid-send it goes out again
+            assert held.since is not None
             try:
                 mailer.send(mail)
             except MailRejected as exc:
                 return f"rejected:{exc}"
             except Exception:
-                release(db, order.order_id, kind)  # not sent: the retry need not wait the lease
+                # not sent: the retry need not wait for the lease to run out
+                release(db, order.order_id, kind, held.since)
                 raise
             mark_sent(db, order.order_id, kind)
         return "sent"

@@ -102,7 +102,7 @@ def test_a_cancellation_waits_while_the_confirmation_is_going_out(db, mailer, ma
                                                                   db_url):
     order_id = f"wait-{abs(hash(db_url))}"
     confirmation = handlers.compose(order(order_id), "confirmation", SENDER)
-    assert handlers.claim(db, order(order_id), "confirmation", confirmation) == (
+    assert handlers.claim(db, order(order_id), "confirmation", confirmation)[:2] == (
         "confirmation", "sending")
     notice = SendCancellationNotice(order=order(order_id), refunded=True)
     with pytest.raises(handlers.ConfirmationSending):
@@ -169,6 +169,22 @@ def test_a_send_that_died_mid_way_goes_out_again_once_its_lease_ran_out(db, mail
                                      "sent_at": handlers._EXPIRED})
     assert handlers.send_confirmation(reserved, db, mailer, SENDER).succeeded
     assert len(mails_for(maildrop, order_id)) == 1
+
+
+def test_a_delivery_whose_send_failed_gives_up_its_own_claim_only(db, mailer, maildrop, db_url):
+    order_id = f"fence-{abs(hash(db_url))}"
+    reserved = StockReserved(order=order(order_id), authorization_id="a", reservation_id="r")
+    mail = handlers.compose(order(order_id), "confirmation", SENDER)
+    first = handlers.claim(db, order(order_id), "confirmation", mail)
+    with db.begin() as conn:  # the first delivery's lease ran out while its send hung
+        conn.execute(handlers._SET, {"id": order_id, "in_slot": "outcome",
+                                     "sent_at": handlers._EXPIRED})
+    second = handlers.claim(db, order(order_id), "confirmation", mail)  # took over: sending
+    assert second.status == "sending" and second.since != first.since
+    handlers.release(db, order_id, "confirmation", first.since)  # the first one's send failed
+    with pytest.raises(handlers.MailBeingSent):  # the second's claim still stands
+        handlers.send_confirmation(reserved, db, mailer, SENDER)
+    assert mails_for(maildrop, order_id) == []
 
 
 def test_a_confirmation_and_a_failure_notice_racing_send_one_mail(db, mailer, maildrop,
