@@ -21,7 +21,7 @@ def mail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailDropServer]:
 def system(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
            redis_dbs: RedisDbs, mail: MailDropServer,
            free_port: Callable[[], int]) -> Iterator[Stack]:
-    """On Redis; a test marked `on_every_broker` (tests/support/brokers.py) runs on each."""
+    """On Redis; a test marked `on_each_broker_kind` (tests/support/brokers.py) runs on each."""
     kind = getattr(request, "param", "redis")
     var = tmp_path_factory.mktemp(f"e2e-var-{kind}")
     with broker_env(kind, redis_dbs, tmp_path_factory.mktemp(f"e2e-{kind}")) as broker:
@@ -46,7 +46,7 @@ def api(system: Stack) -> Iterator[httpx.Client]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    # A test not marked `on_every_broker` runs on Redis, sharing the one Redis system with the
+    # A test not marked `on_each_broker_kind` runs on Redis, sharing the one Redis system with the
     # marked tests' Redis run (an unparametrized `system` would be a second, separate system).
     # (a module whose own `system` has params of its own is left alone)
     marked = any("system" in str(mark.args[0])

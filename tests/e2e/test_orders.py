@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from runtime.broker import Broker
-from tests.support.brokers import on_every_broker
+from tests.support.brokers import on_each_broker_kind
 from tests.support.orders import mails_for, order_body, step_names, wait_mail, wait_terminal
 from tests.support.replies import sender as make_sender
 from tests.support.waiting import wait_for
@@ -29,7 +29,7 @@ def test_health(api):
     assert api.get("/healthz").status_code == 200
 
 
-@on_every_broker
+@on_each_broker_kind
 def test_an_order_is_paid_reserved_and_confirmed_by_mail(api, mail):
     order_id = place(api, sku="BOOK-1", quantity=2)
     order = wait_terminal(api, order_id)
@@ -44,7 +44,7 @@ def test_an_order_is_paid_reserved_and_confirmed_by_mail(api, mail):
     assert all(s["at"].endswith("Z") for s in order["steps"])
 
 
-@on_every_broker
+@on_each_broker_kind
 @pytest.mark.parametrize("token", ["tok_chargeDeclined", "tok_chargeDeclinedInsufficientFunds"])
 def test_a_declined_card_fails_the_order_touches_no_stock_and_says_so(api, mail, token):
     order_id = place(api, token=token)
@@ -55,7 +55,7 @@ def test_a_declined_card_fails_the_order_touches_no_stock_and_says_so(api, mail,
     assert "could not be completed" in wait_mail(mail.maildir, order_id)["Subject"]
 
 
-@on_every_broker
+@on_each_broker_kind
 def test_out_of_stock_refunds_the_payment_and_tells_the_customer(api, mail):
     order_id = place(api, sku="SOLDOUT-1")
     order = wait_terminal(api, order_id)
@@ -65,7 +65,7 @@ def test_out_of_stock_refunds_the_payment_and_tells_the_customer(api, mail):
     assert "out of stock" in wait_mail(mail.maildir, order_id).get_content()
 
 
-@on_every_broker
+@on_each_broker_kind
 def test_a_flaky_gateway_is_retried_until_it_approves(api):
     order = wait_terminal(api, place(api, token="tok_gatewayFlaky"))
     assert order["status"] == "confirmed"
@@ -74,7 +74,7 @@ def test_a_flaky_gateway_is_retried_until_it_approves(api):
     assert authorize == [("retrying", 1), ("retrying", 2), ("succeeded", 3)]
 
 
-@on_every_broker
+@on_each_broker_kind
 def test_a_gateway_that_stays_down_fails_the_order_as_unavailable(api, mail):
     order_id = place(api, token="tok_gatewayDown")
     order = wait_terminal(api, order_id)
@@ -83,7 +83,7 @@ def test_a_gateway_that_stays_down_fails_the_order_as_unavailable(api, mail):
     wait_mail(mail.maildir, order_id)
 
 
-@on_every_broker
+@on_each_broker_kind
 def test_an_smtp_outage_never_unconfirms_an_order_and_the_mail_follows(api, mail):
     mail.stop()
     try:
@@ -100,7 +100,7 @@ def test_an_smtp_outage_never_unconfirms_an_order_and_the_mail_follows(api, mail
     assert len(mails_for(mail.maildir, order_id)) == 1
 
 
-@on_every_broker
+@on_each_broker_kind
 def test_an_order_reads_confirmed_once_reserved_while_the_mail_worker_is_stopped(api, mail,
                                                                                   system):
     # The saga hears of the pivot at once: an order waiting on a stopped (or backlogged) e-mail
@@ -125,8 +125,7 @@ def test_an_order_reads_confirmed_once_reserved_while_the_mail_worker_is_stopped
                                               "notify.order_confirmed"]
 
 
-# on Redis and RabbitMQ: behind Sentinel it is Redis again, and it is the slowest of these
-@pytest.mark.parametrize("system", ["redis", "rabbitmq"], indirect=True)
+@on_each_broker_kind
 def test_fifty_buyers_for_ten_limited_items(api, mail, system):
     with ThreadPoolExecutor(max_workers=10) as pool:
         ids = list(pool.map(lambda i: place(api, sku="LIMITED-1", email=f"buyer{i}@example.com"),
@@ -176,7 +175,7 @@ def test_garbage_bodies_and_unknown_orders_get_json_errors(api):
     assert missing.status_code == 404 and "no-such-order" in missing.json()["detail"]
 
 
-@on_every_broker
+@on_each_broker_kind
 def test_a_message_that_breaks_the_contract_is_dead_lettered_and_the_worker_goes_on(api, system):
     sender = make_sender(Broker.of(system.env))
     sender.send_task("inventory.reserve", args=({"order": {"order_id": "junk-1"}},))
