@@ -4,8 +4,8 @@ and how many operations the broker has served (Redis commands, or the AMQP packe
 received and sent: a packet is one socket read or write, several frames when they come
 together)."""
 import subprocess
-from typing import Any, cast
 
+from bench import cpu
 from contracts.names import Queue
 from runtime.broker import AmqpDepths, Broker
 from runtime.reply_stream import STREAM as REPLIES
@@ -45,9 +45,7 @@ class Looks:
         """The broker's operations so far: Redis commands by command (INFO commandstats), or
         the packets RabbitMQ has received and sent on every connection open now."""
         if self.broker.on_redis:
-            # redis-py types a reply as "the reply or an Awaitable of it"; this client is sync
-            stats = cast(dict[str, dict[str, Any]], self.client.info("commandstats"))
-            return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+            return cpu.redis_calls(self.client)
         node = ["-n", self.rabbit_node] if self.rabbit_node else []
         out = subprocess.run(["rabbitmqctl", *node, "-q", "--no-table-headers",
                               "list_connections", "recv_cnt", "send_cnt"],
