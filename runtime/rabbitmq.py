@@ -16,7 +16,7 @@ import json
 import logging
 import math
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import bootsteps
 from kombu import Exchange
@@ -24,9 +24,10 @@ from kombu import Queue as KombuQueue
 
 from contracts.messages import order_id_of
 from contracts.names import Queue
-from runtime.db import database_trouble
-from runtime.deadletters import DeadLetterSink
 from runtime.retries import backoff_s
+
+if TYPE_CHECKING:
+    from runtime.deadletters import DeadLetterSink
 
 log = logging.getLogger("saga.deadletters")
 
@@ -123,13 +124,16 @@ def dead_letter_of(body: Any, headers: dict[str, Any],
 DRAIN_RETRY_S = 5.0
 
 
-def drain(app: Any, queue: str, dead_letters: DeadLetterSink,
+def drain(app: Any, queue: str, dead_letters: "DeadLetterSink",
           stopping: threading.Event) -> None:
     """Move what RabbitMQ dead-lettered from `queue` into `dead_letters` until `stopping`,
     acking each once it is kept, through broker outages. A dead letter is never handed back to
     its dead queue (each hand-back would count as a delivery): while the database is away it is
     kept unacked and stored again in place; one that cannot be stored as it is (a field too
     long for its column) is recorded cut down, or at least logged whole, then acked."""
+    # here, not at the top: an app that keeps no database (the bench's bare chain) loads none
+    from runtime.db import database_trouble
+
     def keep(message: Any) -> None:
         task, order_id, payload, error = dead_letter_of(message.body, message.headers or {},
                                                         queue)
@@ -167,7 +171,7 @@ def drain(app: Any, queue: str, dead_letters: DeadLetterSink,
             stopping.wait(DRAIN_RETRY_S)
 
 
-def drain_step(queue: str, dead_letters: DeadLetterSink) -> type[bootsteps.StartStopStep]:
+def drain_step(queue: str, dead_letters: "DeadLetterSink") -> type[bootsteps.StartStopStep]:
     """A worker bootstep: `drain`, in a thread of the worker's main process."""
     stopping = threading.Event()
 
